@@ -1,0 +1,33 @@
+# slamming: `make demo` sets up and trains the embedded default; `make test` sets up and tests.
+VENV ?= .venv
+BIN := $(VENV)/bin
+export VENV
+
+.PHONY: setup demo test test-slow lint bench gpu-check clean-demo
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(BIN)/slamming fit --config configs/tiny/pretrain.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	@bash scripts/setup_slow.sh
+	$(BIN)/python -m pytest -q -m slow
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+bench: setup
+	$(BIN)/python benchmarks/run.py
+
+# Runs on a GPU machine as it is (its own torch/transformers/lightning; no fairseq2 needed).
+gpu-check:
+	python3 scripts/gpu_check.py
+
+clean-demo:
+	rm -rf runs/tiny data/synthetic

@@ -1,0 +1,235 @@
+"""Text to speech: an engine interface, the espeak-ng engine, and seeded batch synthesis.
+
+The embedded pipeline needs speech without downloading anything, so the default engine is the
+``espeak-ng`` program (a Debian/Homebrew package, about 1,000x real time on one core). The Slam
+paper's sTinyStories and SpokenSwag were spoken by neural TTS; any engine that implements
+:class:`TTSEngine` plugs into the same :func:`plan_jobs` / :func:`synthesize_many` code.
+
+Variety comes from a plan: :func:`plan_jobs` draws a voice, speaking rate and pitch for every text
+from a seed, so a corpus can be rebuilt bit for bit, and text ``i`` gets the same voice whether the
+corpus holds 10 texts or 10,000.
+"""
+
+from __future__ import annotations
+
+import abc
+import shutil
+import subprocess
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from slamming.errors import SlammingError
+from slamming.speech.audio import decode_audio_bytes
+
+__all__ = ["DEFAULT_VOICES", "EspeakEngine", "SpeechJob", "TTSEngine", "plan_jobs", "synthesize_many"]
+
+#: English espeak-ng voices that sound clearly different: two accents and two voice variants.
+DEFAULT_VOICES: tuple[str, ...] = ("en-us", "en-gb", "en-us+f3", "en-us+m3")
+
+
+@dataclass(frozen=True)
+class SpeechJob:
+    """One utterance to synthesise.
+
+    Attributes:
+        text: what to say.
+        voice: an engine voice name (for espeak-ng, e.g. ``"en-us+f3"``).
+        rate: speaking rate in words per minute.
+        pitch: pitch on the engine's scale (espeak-ng: 0-99, 50 is the voice's normal pitch).
+    """
+
+    text: str
+    voice: str
+    rate: int
+    pitch: int
+
+
+class TTSEngine(abc.ABC):
+    """A speech synthesiser that returns mono ``float32`` waveforms at :attr:`sample_rate`.
+
+    Args:
+        voices: voice names :func:`plan_jobs` chooses from.
+        rate_range: inclusive (low, high) speaking rate in words per minute.
+        pitch_range: inclusive (low, high) pitch on the engine's scale.
+        sample_rate: sample rate of the returned waveforms in Hz.
+    """
+
+    def __init__(
+        self,
+        voices: Sequence[str],
+        rate_range: tuple[int, int],
+        pitch_range: tuple[int, int],
+        sample_rate: int = 16000,
+    ) -> None:
+        if len(voices) == 0:
+            raise ValueError("a TTS engine needs at least one voice")
+        for name, (low, high) in (("rate_range", rate_range), ("pitch_range", pitch_range)):
+            if low > high:
+                raise ValueError(f"{name} must be (low, high) with low <= high, got ({low}, {high})")
+        self.voices: list[str] = list(voices)
+        self.rate_range: tuple[int, int] = (int(rate_range[0]), int(rate_range[1]))
+        self.pitch_range: tuple[int, int] = (int(pitch_range[0]), int(pitch_range[1]))
+        self.sample_rate: int = int(sample_rate)
+
+    @abc.abstractmethod
+    def synthesize(self, text: str, voice: str, rate: int, pitch: int) -> torch.Tensor:
+        """Speak ``text``; returns a ``(T,)`` float32 waveform at :attr:`sample_rate`."""
+
+    def synthesize_job(self, job: SpeechJob) -> torch.Tensor:
+        """Speak one planned :class:`SpeechJob`."""
+        return self.synthesize(job.text, job.voice, job.rate, job.pitch)
+
+
+class EspeakEngine(TTSEngine):
+    """Speech from the ``espeak-ng`` program, resampled from its 22,050 Hz to ``sample_rate``.
+
+    The text goes to espeak-ng on standard input, never through a shell or the argument list, so a
+    text that starts with ``-`` or holds quotes cannot be read as an option, and long texts do not
+    hit the argument-length limit. Output is deterministic: the same job gives the same samples.
+
+    Args:
+        voices: espeak-ng voice names, optionally with a variant (``"en-us+f3"``); see
+            ``espeak-ng --voices=en`` and ``espeak-ng --voices=variant``.
+        rate_range: inclusive words-per-minute range (espeak-ng's default rate is 175).
+        pitch_range: inclusive pitch range on espeak-ng's 0-99 scale (default 50).
+        sample_rate: sample rate of the returned waveforms in Hz.
+        program: the espeak-ng executable, a name on ``PATH`` or a path.
+        timeout: seconds one synthesis may take before it is treated as hung.
+    """
+
+    def __init__(
+        self,
+        voices: Sequence[str] = DEFAULT_VOICES,
+        rate_range: tuple[int, int] = (145, 195),
+        pitch_range: tuple[int, int] = (35, 65),
+        sample_rate: int = 16000,
+        program: str = "espeak-ng",
+        timeout: float = 120.0,
+    ) -> None:
+        super().__init__(voices, rate_range, pitch_range, sample_rate)
+        self.program = program
+        self.timeout = float(timeout)
+
+    def _executable(self) -> str:
+        """The resolved espeak-ng path; looked up per call so a config can name it before install."""
+        found = shutil.which(self.program)
+        if found is None:
+            raise SlammingError(
+                f"the TTS program {self.program!r} was not found on PATH; install it with "
+                "`apt-get install espeak-ng` (Debian/Ubuntu) or `brew install espeak-ng` (macOS)"
+            )
+        return found
+
+    def synthesize(self, text: str, voice: str, rate: int, pitch: int) -> torch.Tensor:
+        """Speak ``text`` with espeak-ng.
+
+        Args:
+            text: what to say; must contain something other than whitespace.
+            voice: espeak-ng voice name.
+            rate: words per minute.
+            pitch: 0-99.
+
+        Returns:
+            ``(T,)`` float32 waveform at :attr:`sample_rate`.
+
+        Raises:
+            SlammingError: espeak-ng is missing, rejects the voice, fails or hangs.
+            ValueError: ``text`` is empty.
+        """
+        if not text.strip():
+            raise ValueError("cannot synthesise empty text")
+        command = [self._executable(), "-v", voice, "-s", str(int(rate)), "-p", str(int(pitch)), "--stdout"]
+        try:
+            result = subprocess.run(
+                command, input=text.encode("utf-8"), capture_output=True, timeout=self.timeout, check=False
+            )
+        except subprocess.TimeoutExpired as err:
+            raise SlammingError(
+                f"espeak-ng took over {self.timeout:.0f} s for a {len(text)}-character text; "
+                "split the text or raise EspeakEngine(timeout=...)"
+            ) from err
+        if result.returncode != 0 or len(result.stdout) == 0:
+            reason = (
+                " ".join(result.stderr.decode("utf-8", "replace").split())
+                or f"exit status {result.returncode}"
+            )
+            raise SlammingError(
+                f"espeak-ng failed with voice {voice!r}: {reason}; "
+                "list the installed voices with `espeak-ng --voices=en` and fix EspeakEngine(voices=...)"
+            )
+        return decode_audio_bytes(result.stdout, self.sample_rate, name=f"espeak-ng output for {text[:40]!r}")
+
+
+def plan_jobs(texts: Iterable[str], engine: TTSEngine, seed: int) -> list[SpeechJob]:
+    """Give every text a voice, rate and pitch drawn from ``seed``.
+
+    Text ``i`` uses its own generator seeded with ``(seed, i)``, so its plan depends only on the seed
+    and its position: appending texts never changes the plan of earlier ones.
+
+    Args:
+        texts: the texts, in corpus order.
+        engine: supplies the voices and the inclusive rate and pitch ranges.
+        seed: a non-negative integer.
+
+    Returns:
+        One :class:`SpeechJob` per text, in order.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    jobs = []
+    for index, text in enumerate(texts):
+        rng = np.random.default_rng([int(seed), index])
+        voice = engine.voices[int(rng.integers(len(engine.voices)))]
+        rate = int(rng.integers(engine.rate_range[0], engine.rate_range[1] + 1))
+        pitch = int(rng.integers(engine.pitch_range[0], engine.pitch_range[1] + 1))
+        jobs.append(SpeechJob(text=text, voice=voice, rate=rate, pitch=pitch))
+    return jobs
+
+
+def synthesize_many(
+    engine: TTSEngine, jobs: Iterable[SpeechJob], workers: int = 2, progress: bool = True
+) -> Iterator[torch.Tensor]:
+    """Synthesise jobs on a thread pool and yield the waveforms in input order.
+
+    Threads are enough for parallelism because espeak-ng runs as a child process and the Python side
+    mostly waits on it. At most ``4 * workers`` utterances are in flight, so a long stream of jobs is
+    synthesised and consumed without holding all its audio in memory.
+
+    Args:
+        engine: the synthesiser.
+        jobs: the planned utterances (a sequence gives the progress bar a total).
+        workers: number of concurrent syntheses.
+        progress: show a tqdm bar ("Synthesising speech", in utterances).
+
+    Yields:
+        ``(T,)`` float32 waveforms, one per job, in the order of ``jobs``.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    total = len(jobs) if isinstance(jobs, Sequence) else None
+    window = 4 * workers
+    pending: deque[Future[torch.Tensor]] = deque()
+    bar = tqdm(total=total, desc="Synthesising speech", unit="utt", disable=not progress)
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slamming-tts")
+    try:
+        for job in jobs:
+            pending.append(executor.submit(engine.synthesize_job, job))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+                bar.update(1)
+        while pending:
+            yield pending.popleft().result()
+            bar.update(1)
+    finally:
+        # Reached on normal end, on an error, and when the consumer stops early (generator close):
+        # queued jobs are dropped instead of being synthesised for nobody.
+        for future in pending:
+            future.cancel()
+        executor.shutdown(wait=True)
+        bar.close()
