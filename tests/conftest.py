@@ -1,0 +1,121 @@
+"""Shared fixtures: small real unit corpora and CLI config writing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from slamming.data.corpus import CorpusWriter
+
+#: Identity of the made-up tokeniser of the test corpora.
+TEST_IDENTITY = {"kind": "test", "k": 20, "frame_rate": 25, "dedup": True, "settings_hash": "t0"}
+TINY_BACKBONE = {
+    "class_path": "slamming.models.unit_lm.UnitLMBuilder",
+    "init_args": {
+        "config": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 256,
+        },
+        "rope_theta": 10000.0,
+    },
+}
+
+
+def markov_documents(n: int, seed: int, k: int = 20) -> list[np.ndarray]:
+    """Documents from a fixed sparse Markov chain over k units, so a model can learn them."""
+    rng = np.random.default_rng(seed)
+    table = np.random.default_rng(1234).integers(0, k, size=(k, 2))
+    docs = []
+    for _ in range(n):
+        length = int(rng.integers(5, 60))
+        u = [int(rng.integers(0, k))]
+        for _ in range(length - 1):
+            u.append(int(table[u[-1], rng.integers(0, 2)]))
+        docs.append(np.asarray(u, dtype=np.int64))
+    return docs
+
+
+def write_corpus(path: Path, docs: list[np.ndarray], identity: dict[str, Any] | None = None) -> Path:
+    identity = identity or TEST_IDENTITY
+    with CorpusWriter(path, tokenizer=identity, num_units=identity["k"]) as writer:
+        for i, d in enumerate(docs):
+            writer.add(d, durations=np.ones(len(d), dtype=np.int64), text=f"doc {i}", source=f"doc-{i}.wav")
+    return path
+
+
+@pytest.fixture(scope="session")
+def unit_corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("corpora")
+    return {
+        "train": write_corpus(root / "train", markov_documents(400, seed=0)),
+        "val": write_corpus(root / "val", markov_documents(60, seed=1)),
+    }
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and "class_path" not in value:
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def fit_config(tmp_path: Path, unit_corpora: dict[str, Path], **overrides: Any) -> Path:
+    """Write a tiny pretraining config and return its path; ``overrides`` are merged into it."""
+    cfg: dict[str, Any] = {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu",
+            "devices": 1,
+            "max_steps": 12,
+            "log_every_n_steps": 1,
+            "val_check_interval": 6,
+            "check_val_every_n_epoch": None,
+            "num_sanity_val_steps": 0,
+            "enable_progress_bar": False,
+            "deterministic": True,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": str(tmp_path / "runs"), "name": "t"},
+            },
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"save_last": True, "every_n_train_steps": 4, "save_top_k": -1, "filename": "{step}"},
+                }
+            ],
+        },
+        "model": {
+            "class_path": "slamming.tasks.pretrain.NextUnitPretraining",
+            "init_args": {"backbone": TINY_BACKBONE, "lr": 3e-3, "min_lr": 3e-4, "warmup_ratio": 0.1},
+        },
+        "data": {
+            "class_path": "slamming.data.pretrain.UnitDataModule",
+            "init_args": {
+                "train": [str(unit_corpora["train"])],
+                "val": [str(unit_corpora["val"])],
+                "context_length": 64,
+                "batch_size": 4,
+            },
+        },
+        "budget": {"max_gpu_hours": 1.0},
+    }
+    _merge(cfg, overrides)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _few_threads() -> None:
+    # Tests share 2 cores; more threads only add contention.
+    torch.set_num_threads(1)
