@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from slamming.data.corpus import CorpusWriter
+from slamming.data.corpus_writer import CorpusWriter
 
 #: Identity of the made-up tokeniser of the test corpora.
 TEST_IDENTITY = {"kind": "test", "k": 20, "frame_rate": 25, "dedup": True, "settings_hash": "t0"}

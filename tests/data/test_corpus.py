@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from slamming.data import corpus as corpus_module
-from slamming.data.corpus import FORMAT_VERSION, CorpusWriter, UnitCorpus, summarize
+from slamming.data.corpus import FORMAT_VERSION, UnitCorpus, summarize
+from slamming.data.corpus_writer import CorpusWriter
 from slamming.errors import CorpusError
 
 TOKENIZER = {"kind": "mfcc", "k": 50, "frame_rate": 25, "dedup": True, "settings_hash": "5eed"}
@@ -147,7 +148,7 @@ def test_a_killed_writer_leaves_no_corpus(tmp_path: Path) -> None:
     # SIGKILL runs no cleanup at all: only the atomic rename protects the target path.
     code = (
         "import os, signal, sys\n"
-        "from slamming.data.corpus import CorpusWriter\n"
+        "from slamming.data.corpus_writer import CorpusWriter\n"
         "w = CorpusWriter(sys.argv[1], {'k': 50}, 50)\n"
         "for i in range(100):\n"
         "    w.add([i % 50] * 100)\n"

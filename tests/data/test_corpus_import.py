@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slamming.data.corpus import CorpusWriter, UnitCorpus
+from slamming.data.corpus import UnitCorpus
 from slamming.data.corpus_import import (
     BAD_AUDIO_REPR,
     BAD_DURATION,
@@ -26,6 +26,7 @@ from slamming.data.corpus_import import (
     import_features_jsonl,
     import_tokens_jsonl,
 )
+from slamming.data.corpus_writer import CorpusWriter
 from slamming.errors import CorpusError, SlammingError
 
 HUBERT = {

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from slamming.data.corpus import CorpusWriter, UnitCorpus
+from slamming.data.corpus import UnitCorpus
+from slamming.data.corpus_writer import CorpusWriter
 from slamming.errors import CorpusError, SlammingError
 
 MAX_EXAMPLES = 10

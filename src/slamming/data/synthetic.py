@@ -19,7 +19,7 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from slamming.data.corpus import CorpusWriter
+from slamming.data.corpus_writer import CorpusWriter
 from slamming.data.pretrain import UnitDataModule
 from slamming.data.stories import Story, StoryGenerator
 from slamming.speech.tokenizer import MFCCTokenizer
