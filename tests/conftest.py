@@ -90,7 +90,12 @@ def fit_config(tmp_path: Path, unit_corpora: dict[str, Path], **overrides: Any) 
             "callbacks": [
                 {
                     "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                    "init_args": {"save_last": True, "every_n_train_steps": 4, "save_top_k": -1, "filename": "{step}"},
+                    "init_args": {
+                        "save_last": True,
+                        "every_n_train_steps": 4,
+                        "save_top_k": -1,
+                        "filename": "{step}",
+                    },
                 }
             ],
         },

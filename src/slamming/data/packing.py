@@ -126,9 +126,7 @@ def pad_documents(docs: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
 
     Returns ``input_ids``, ``attention_mask`` (B, T) and ``labels`` with ``IGNORE_INDEX`` on padding.
     """
-    seqs = [
-        np.concatenate([[BOS_ID], np.asarray(d, dtype=np.int64) + UNIT_OFFSET, [EOS_ID]]) for d in docs
-    ]
+    seqs = [np.concatenate([[BOS_ID], np.asarray(d, dtype=np.int64) + UNIT_OFFSET, [EOS_ID]]) for d in docs]
     longest = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), longest), PAD_ID, dtype=torch.long)
     mask = torch.zeros((len(seqs), longest), dtype=torch.long)

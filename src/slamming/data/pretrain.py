@@ -147,7 +147,9 @@ class UnitDataModule(pl.LightningDataModule):
                     "add data or lower data.context_length"
                 )
         if self.val_set is None and self.val_paths and stage in (None, "fit", "validate"):
-            self.val_set = PackedWindowDataset(self._open(self.val_paths), self.context_length, None, self.seed, shuffle=False)
+            self.val_set = PackedWindowDataset(
+                self._open(self.val_paths), self.context_length, None, self.seed, shuffle=False
+            )
             if len(self.val_set) == 0:
                 raise CorpusError(
                     f"validation corpora {self.val_paths} hold fewer than {self.context_length + 1} ids: "
@@ -202,6 +204,8 @@ class UnitDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if int(state_dict.get("context_length", self.context_length)) != self.context_length:
-            log.warning("checkpoint was made with another context length: data order restarts from the beginning")
+            log.warning(
+                "checkpoint was made with another context length: data order restarts from the beginning"
+            )
             return
         self._cursor = int(state_dict.get("cursor", 0))

@@ -143,12 +143,12 @@ class SyntheticSpeechDataModule(UnitDataModule):
         generator = StoryGenerator(s["story_seed"])
         train = generator.stories(s["num_train_stories"], "train")
         val = generator.stories(s["num_val_stories"], "val") if s["num_val_stories"] else []
-        engine = EspeakEngine(voices=s["voices"], rate_range=tuple(s["rate_range"]), pitch_range=tuple(s["pitch_range"]))
+        engine = EspeakEngine(
+            voices=s["voices"], rate_range=tuple(s["rate_range"]), pitch_range=tuple(s["pitch_range"])
+        )
         train_jobs = plan_jobs([st.text for st in train], engine, s["tts_seed"])
         fit_jobs = train_jobs[: s["fit_stories"]]
-        fit_wavs = list(
-            synthesize_many(engine, fit_jobs, workers=self.tts_workers, progress=self.progress)
-        )
+        fit_wavs = list(synthesize_many(engine, fit_jobs, workers=self.tts_workers, progress=self.progress))
         tokenizer = MFCCTokenizer(k=s["num_units"], frame_rate=s["frame_rate"], segment=s["segment"])
         tokenizer.fit(fit_wavs, seed=s["kmeans_seed"])
         tokenizer.save(tmp / "tokenizer")
@@ -195,7 +195,12 @@ class SyntheticSpeechDataModule(UnitDataModule):
                 wav = reuse[i] if i < len(reuse) else next(rest)
                 units, durations = tokenizer.encode(wav)
                 job = jobs[i]
-                writer.add(units, durations=durations, text=story.text, source=f"{story.id}|{job.voice}|{job.rate}|{job.pitch}")
+                writer.add(
+                    units,
+                    durations=durations,
+                    text=story.text,
+                    source=f"{story.id}|{job.voice}|{job.rate}|{job.pitch}",
+                )
                 seconds += wav.numel() / engine.sample_rate
                 tokens += len(units)
         return {"seconds": seconds, "tokens": tokens}

@@ -103,7 +103,9 @@ class PackedWindowDataset(Dataset):
         self.windows_per_epoch = num_windows(total, self.context_length)
         if self.weights is not None:
             # A weighted plan may fall a few ids short of the unweighted total: never ask past it.
-            self.windows_per_epoch = min(self.windows_per_epoch, num_windows(self.plan(0).total_ids, context_length))
+            self.windows_per_epoch = min(
+                self.windows_per_epoch, num_windows(self.plan(0).total_ids, context_length)
+            )
 
     @functools.lru_cache(maxsize=2)  # noqa: B019 - a dataset lives as long as its plans
     def plan(self, epoch: int) -> EpochPlan:
@@ -138,7 +140,9 @@ class WindowSampler(DistributedSampler):
     distributed and does not wrap or replace it.
     """
 
-    def __init__(self, dataset: PackedWindowDataset, num_replicas: int = 1, rank: int = 0, cursor: int = 0) -> None:
+    def __init__(
+        self, dataset: PackedWindowDataset, num_replicas: int = 1, rank: int = 0, cursor: int = 0
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=True)
         self.per_rank = len(dataset) // num_replicas
         self.cursor = int(cursor)

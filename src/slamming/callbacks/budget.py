@@ -1,0 +1,352 @@
+"""Compute budget: stop training when the GPU-hours (or tokens) of the run are spent.
+
+What Lightning 2.6.6 does when a callback sets ``trainer.should_stop`` in ``on_train_batch_end``
+(read in ``loops/training_epoch_loop.py`` and measured with real fits in tests/callbacks):
+
+* Validation runs at that step: ``_should_check_val_fx`` returns True when ``should_stop`` is set
+  and ``min_steps``/``min_epochs`` are met, so the loop's own end-of-stop validation happens
+  (unless ``check_val_every_n_epoch`` skips the current epoch).
+* ``ModelCheckpoint`` with its default epoch trigger saves at the stop (on validation end or on the
+  train-epoch end the fit loop still calls), but one configured with ``every_n_train_steps`` does
+  not: its ``last.ckpt`` stays at the last multiple of N. Hence :meth:`ComputeBudget.on_train_end`
+  saves ``budget-stop.ckpt`` itself, on every rank, whenever no checkpoint was written at the stop
+  step.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from slamming.errors import SlammingError
+
+STOP_CHECKPOINT_NAME = "budget-stop.ckpt"
+
+
+def read_num_tokens(outputs: Any) -> torch.Tensor | int | None:
+    """Return ``outputs["num_tokens"]`` of a ``training_step`` result, or ``None`` when absent.
+
+    Args:
+        outputs: What ``training_step`` returned (a dict with ``"loss"`` and ``"num_tokens"``, or a
+            bare loss tensor, or ``None`` when the step was skipped).
+
+    Returns:
+        The number of non-ignored target tokens of the micro-batch (int or 0-d tensor), or ``None``.
+    """
+    if isinstance(outputs, Mapping) and "num_tokens" in outputs:
+        value = outputs["num_tokens"]
+        return value.detach() if isinstance(value, torch.Tensor) else int(value)
+    return None
+
+
+def _load_checkpoint(path: str) -> Any:
+    """Load a checkpoint's pickled dict without reading its tensors into memory (mmap)."""
+    try:
+        # The restricted unpickler reads plain Lightning checkpoints (tensors, numbers, strings).
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except pickle.UnpicklingError:
+        # Hyperparameters may hold arbitrary objects that the restricted unpickler rejects. This is
+        # the user's own run output, which Lightning itself loads with weights_only=False on resume.
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+
+
+class ComputeBudget(Callback):
+    """Stop a fit when its compute budget is spent; the consumption survives resume.
+
+    Definition. GPU-hours = wall time of the fit × number of devices in the run
+    (``trainer.world_size``; on CPU the "devices" are processes, so it is device-hours). The wall time
+    runs from ``on_train_start`` and includes data loading, forward/backward, optimizer steps,
+    logging and checkpoint saving. Excluded: with ``exclude_validation`` (the default, as in the
+    paper) the time inside validation loops run during training; the sanity-check validation runs
+    before the clock starts and never counts. Setup before ``on_train_start`` (model building, DDP
+    start-up) does not count either. The device count is taken per run, so a run resumed on more
+    devices spends the budget faster.
+
+    The consumed GPU-hours and tokens are saved in every checkpoint (``state_dict``) and restored on
+    resume (``load_state_dict``): a resumed run continues from the consumed amount, it does not get a
+    fresh budget. A second ``fit`` with the same callback object and no checkpoint also continues.
+
+    Stopping. Every ``check_every_n_steps`` optimizer steps (micro-batches that only accumulate
+    gradients are not checks), rank 0 decides whether the budget is spent and shares the decision
+    with ``trainer.strategy.broadcast``, so every rank sets ``trainer.should_stop`` on the same step.
+    The loop then validates, and a checkpoint is written at the stop step (see the module docstring).
+
+    Tokens. ``training_step`` returns ``{"loss": ..., "num_tokens": ...}`` where ``num_tokens`` counts
+    the non-ignored target tokens of the micro-batch. Tokens are summed over ranks at each check; a
+    checkpoint written between checks (``check_every_n_steps > 1``) adds only this rank's tokens
+    since the last check.
+
+    Args:
+        max_gpu_hours: GPU-hours (wall hours × devices) the run may use, in total over resumes.
+        max_tokens: Optional budget of trained target tokens (summed over ranks).
+        check_every_n_steps: Check (and log ``budget/*``) every this many optimizer steps.
+        exclude_validation: Do not count time spent in validation loops during training.
+
+    Attributes:
+        stopped_by: ``"gpu_hours"`` or ``"tokens"`` once the budget stopped the current fit, else None.
+        stop_step: Global step of the stop.
+        stop_gpu_hours: Consumed GPU-hours when the stop was decided.
+        stop_tokens: Consumed tokens when the stop was decided.
+        stop_message: The line logged at the stop.
+        stop_checkpoint_path: Path of the checkpoint this callback saved at the stop, or None when
+            a ``ModelCheckpoint`` had already saved that step.
+    """
+
+    def __init__(
+        self,
+        max_gpu_hours: float = 24.0,
+        max_tokens: int | None = None,
+        check_every_n_steps: int = 1,
+        exclude_validation: bool = True,
+    ) -> None:
+        if not max_gpu_hours > 0:
+            raise SlammingError(
+                f"ComputeBudget: max_gpu_hours must be > 0, got {max_gpu_hours}; set a positive budget."
+            )
+        if max_tokens is not None and max_tokens <= 0:
+            raise SlammingError(f"ComputeBudget: max_tokens must be > 0 or null, got {max_tokens}.")
+        if check_every_n_steps < 1:
+            raise SlammingError(
+                f"ComputeBudget: check_every_n_steps must be >= 1, got {check_every_n_steps}."
+            )
+        self.max_gpu_hours = float(max_gpu_hours)
+        self.max_tokens = max_tokens
+        self.check_every_n_steps = check_every_n_steps
+        self.exclude_validation = exclude_validation
+        # Consumption before the current fit: restored from a checkpoint or left by an earlier fit.
+        self._prior_gpu_hours = 0.0
+        self._prior_tokens = 0
+        # Clock of the current fit (None outside training).
+        self._run_start: float | None = None
+        self._excluded_s = 0.0
+        self._val_start: float | None = None
+        self._world_size = 1
+        # Tokens of the current fit: summed over ranks up to the last check, plus this rank's since.
+        self._tokens_global: torch.Tensor | int = 0
+        self._tokens_pending: torch.Tensor | int = 0
+        self._saw_tokens = False
+        self._last_step = -1
+        self._last_saved_step: int | None = None
+        self.stopped_by: str | None = None
+        self.stop_step: int | None = None
+        self.stop_message: str | None = None
+        self.stop_gpu_hours: float | None = None
+        self.stop_tokens: int | None = None
+        self.stop_checkpoint_path: str | None = None
+
+    @property
+    def state_key(self) -> str:
+        # A fixed key (not one derived from the arguments) so a run resumed with a larger budget
+        # finds its state, and `read_consumed` knows where to look.
+        return "ComputeBudget"
+
+    # ----------------------------------------------------------------------------------- accounting
+
+    def _run_seconds(self) -> float:
+        if self._run_start is None:
+            return 0.0
+        now = time.monotonic()
+        in_validation = now - self._val_start if self._val_start is not None else 0.0
+        return max(0.0, now - self._run_start - self._excluded_s - in_validation)
+
+    @property
+    def consumed_gpu_hours(self) -> float:
+        """GPU-hours consumed so far, including those of resumed-from runs."""
+        return self._prior_gpu_hours + self._run_seconds() * self._world_size / 3600.0
+
+    @property
+    def consumed_tokens(self) -> int:
+        """Target tokens trained so far (summed over ranks up to the last check), including resumes."""
+        return self._prior_tokens + int(self._tokens_global) + int(self._tokens_pending)
+
+    def remaining_gpu_hours(self) -> float:
+        """GPU-hours left in the budget (never negative)."""
+        return max(0.0, self.max_gpu_hours - self.consumed_gpu_hours)
+
+    @property
+    def fraction_used(self) -> float:
+        """Consumed GPU-hours as a fraction of ``max_gpu_hours``."""
+        return self.consumed_gpu_hours / self.max_gpu_hours
+
+    # ---------------------------------------------------------------------------------------- hooks
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._world_size = trainer.world_size
+        self._excluded_s = 0.0
+        self._val_start = None
+        self._tokens_global = 0
+        self._tokens_pending = 0
+        self._last_step = trainer.global_step
+        self.stopped_by = self.stop_step = self.stop_message = self.stop_checkpoint_path = None
+        self.stop_gpu_hours = self.stop_tokens = None
+        self._run_start = time.monotonic()
+        if self._prior_gpu_hours >= self.max_gpu_hours:
+            rank_zero_warn(
+                f"Compute budget already spent at start ({self._prior_gpu_hours:.4f} of "
+                f"{self.max_gpu_hours:.4f} GPU-hours); the run stops after its first optimizer step. "
+                "Raise max_gpu_hours to train further."
+            )
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.exclude_validation and self._run_start is not None and not trainer.sanity_checking:
+            self._val_start = time.monotonic()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._val_start is not None:
+            self._excluded_s += time.monotonic() - self._val_start
+            self._val_start = None
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        tokens = read_num_tokens(outputs)
+        if tokens is not None:
+            self._saw_tokens = True
+            self._tokens_pending = self._tokens_pending + tokens
+        # global_step counts optimizer steps (automatic and manual optimization), so an unchanged
+        # value means this micro-batch only accumulated gradients. It moves identically on all ranks.
+        if trainer.global_step == self._last_step:
+            return
+        self._last_step = trainer.global_step
+        if trainer.global_step % self.check_every_n_steps == 0:
+            self._check(trainer, pl_module)
+
+    def _sync_tokens(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Fold this rank's pending tokens into the global count (a collective when world_size > 1)."""
+        pending = self._tokens_pending
+        if self._world_size > 1:
+            local = torch.as_tensor(pending, dtype=torch.int64, device=pl_module.device).clone().reshape(1)
+            pending = trainer.strategy.reduce(local, reduce_op="sum")[0]
+        self._tokens_global = self._tokens_global + pending
+        self._tokens_pending = 0
+
+    def _check(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.max_tokens is not None and not self._saw_tokens:
+            raise SlammingError(
+                f"ComputeBudget(max_tokens={self.max_tokens}) needs {type(pl_module).__name__}.training_step to "
+                "return a dict with 'loss' and 'num_tokens'; it returned none. Return the count or unset max_tokens."
+            )
+        self._sync_tokens(trainer, pl_module)
+        gpu_hours = self.consumed_gpu_hours
+        reason: str | None = None
+        if trainer.is_global_zero:
+            if gpu_hours >= self.max_gpu_hours:
+                reason = "gpu_hours"
+            elif self.max_tokens is not None and self.consumed_tokens >= self.max_tokens:
+                reason = "tokens"
+        # Every rank reaches this line at the same optimizer step, so the collective cannot hang;
+        # rank 0's clock alone decides, and the others follow it.
+        reason = trainer.strategy.broadcast(reason, src=0)
+
+        pl_module.log("budget/gpu_hours_used", gpu_hours, on_step=True, on_epoch=False)
+        pl_module.log("budget/fraction", gpu_hours / self.max_gpu_hours, on_step=True, on_epoch=False)
+        if self.max_tokens is not None:
+            tokens = self.consumed_tokens
+            pl_module.log("budget/tokens_used", float(tokens), on_step=True, on_epoch=False)
+            pl_module.log("budget/tokens_fraction", tokens / self.max_tokens, on_step=True, on_epoch=False)
+
+        if reason is None or self.stopped_by is not None:
+            # Already stopping (Lightning keeps training until min_steps/min_epochs are met).
+            return
+        self.stopped_by = reason
+        self.stop_step = trainer.global_step
+        self.stop_gpu_hours = gpu_hours
+        self.stop_tokens = self.consumed_tokens
+        wall = self._run_seconds()
+        if reason == "gpu_hours":
+            self.stop_message = (
+                f"Compute budget reached: {gpu_hours:.4f} of {self.max_gpu_hours:.4f} GPU-hours "
+                f"(this run {wall:.1f} s × {self._world_size} device(s) + {self._prior_gpu_hours:.4f} GPU-hours "
+                f"before; validation {'excluded' if self.exclude_validation else 'included'}) "
+                f"at step {trainer.global_step}"
+            )
+        else:
+            self.stop_message = (
+                f"Token budget reached: {self.consumed_tokens} of {self.max_tokens} tokens "
+                f"({gpu_hours:.4f} of {self.max_gpu_hours:.4f} GPU-hours) at step {trainer.global_step}"
+            )
+        rank_zero_info(self.stop_message + "; validating and saving a checkpoint.")
+        trainer.should_stop = True
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        # Called on every rank by every save (ModelCheckpoint's or ours): tells on_train_end whether
+        # the stop step already has a checkpoint.
+        self._last_saved_step = trainer.global_step
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # All ranks run this hook, so the token all-reduce and the save below are safe collectives.
+        self._sync_tokens(trainer, pl_module)
+        if self.stopped_by is not None and self._last_saved_step != trainer.global_step:
+            checkpoint_callback = trainer.checkpoint_callback
+            if isinstance(checkpoint_callback, ModelCheckpoint) and checkpoint_callback.dirpath:
+                directory = str(checkpoint_callback.dirpath)
+            else:
+                directory = os.path.join(trainer.default_root_dir, "checkpoints")
+            self.stop_checkpoint_path = os.path.join(directory, STOP_CHECKPOINT_NAME)
+            trainer.save_checkpoint(self.stop_checkpoint_path)
+            rank_zero_info(f"Compute budget: checkpoint at the stop saved to {self.stop_checkpoint_path}")
+        # Fold this fit into the prior consumption: the clock stops here, and a later fit with the
+        # same callback object continues from this amount unless a checkpoint says otherwise.
+        self._prior_gpu_hours = self.consumed_gpu_hours
+        self._prior_tokens = self.consumed_tokens
+        self._tokens_global = 0
+        self._tokens_pending = 0
+        self._run_start = None
+
+    # ------------------------------------------------------------------------------- checkpointing
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "gpu_hours": self.consumed_gpu_hours,
+            "tokens": self.consumed_tokens,
+            "max_gpu_hours": self.max_gpu_hours,
+            "max_tokens": self.max_tokens,
+            "world_size": self._world_size,
+            "stopped_by": self.stopped_by,
+            "stop_step": self.stop_step,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._prior_gpu_hours = float(state_dict["gpu_hours"])
+        self._prior_tokens = int(state_dict.get("tokens", 0))
+
+    @staticmethod
+    def read_consumed(checkpoint_path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Return the budget state stored in a Lightning checkpoint.
+
+        A later stage (DPO after pretraining) reads its parent's consumption with this.
+
+        Args:
+            checkpoint_path: A ``.ckpt`` written by a fit that ran under a :class:`ComputeBudget`.
+
+        Returns:
+            A dict with ``gpu_hours``, ``tokens``, ``max_gpu_hours``, ``max_tokens``, ``world_size``,
+            ``stopped_by`` (``"gpu_hours"``, ``"tokens"`` or ``None``) and ``stop_step``.
+
+        Raises:
+            SlammingError: The file is missing, is not a checkpoint, or holds no budget state.
+        """
+        path = os.fspath(checkpoint_path)
+        if not os.path.isfile(path):
+            raise SlammingError(f"{path}: no such checkpoint file; pass the .ckpt written by the parent run.")
+        try:
+            checkpoint = _load_checkpoint(path)
+        except Exception as error:  # any failure to unpickle means "not a checkpoint" to the user
+            raise SlammingError(f"{path}: not a readable Lightning checkpoint ({error}).") from error
+        state = checkpoint.get("callbacks", {}).get("ComputeBudget") if isinstance(checkpoint, dict) else None
+        if state is None:
+            raise SlammingError(
+                f"{path}: this checkpoint holds no ComputeBudget state (its run had no ComputeBudget callback); "
+                "use a checkpoint from a run with the budget callback."
+            )
+        return dict(state)

@@ -1,0 +1,212 @@
+"""Unit language models: Hugging Face causal LMs over speech units.
+
+A :class:`UnitLMBuilder` builds a ``transformers`` causal LM whose vocabulary is ``K + 2`` ids
+(PAD, ``<S>``, K units; see :mod:`slamming.vocab`), either
+
+* from a config (``config``: keyword arguments of the architecture's config class, e.g.
+  ``Qwen2Config``), with random weights; or
+* from a pretrained text LM (``base``: a local folder or a hub id) with **TWIST init**: the
+  transformer weights are kept and the vocabulary is swapped to ``K + 2`` ids. Shrinking with
+  ``resize_token_embeddings`` keeps the first ``K + 2`` rows (Hugging Face semantics), as the
+  authors' slamkit does.
+
+RoPE θ, dropout and the attention implementation are set from the builder in both cases. The
+LightningModules own the objective; the architecture lives here, and a trained model exports with
+``save_pretrained`` so plain ``transformers.AutoModelForCausalLM.from_pretrained`` loads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from huggingface_hub.constants import ENDPOINT as HF_ENDPOINT
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers.utils import is_flash_attn_2_available
+
+from slamming.errors import SlammingError
+from slamming.vocab import BOS_ID, EOS_ID, PAD_ID, vocab_size
+
+log = logging.getLogger(__name__)
+
+_DROPOUT_KEYS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_attention(requested: str) -> str:
+    """The attention implementation to use: ``flash_attention_2`` only where flash-attn works.
+
+    Falls back to ``sdpa`` with a logged warning when flash-attn is not installed or no CUDA device
+    is present, so one config runs on a laptop and on a GPU.
+    """
+    if requested == "flash_attention_2" and not (is_flash_attn_2_available() and torch.cuda.is_available()):
+        log.warning("flash_attention_2 requested but flash-attn/CUDA is not available: falling back to sdpa")
+        return "sdpa"
+    return requested
+
+
+def _require_hub(name: str, timeout: float = 3.0) -> None:
+    """Fail fast, in one line, when the hub cannot be reached.
+
+    Without this, ``huggingface_hub`` retries for about 20 s and prints a warning per retry before
+    the same error.
+    """
+    host = urlparse(HF_ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        raise OSError(f"{host} cannot be reached and {name!r} is neither a local folder nor cached") from None
+
+
+class UnitLMBuilder:
+    """Recipe for a unit LM; ``build(num_units)`` returns the ``transformers`` model.
+
+    Args:
+        base: a pretrained text LM (local folder or hub id) to warm-start from (TWIST init when
+            ``twist_init``), or ``None`` to build from ``config``.
+        config: config keyword arguments (``hidden_size``, ``num_hidden_layers``, ...) for a model
+            built from scratch, or overrides applied to the base model's config.
+        model_type: the architecture used when ``base`` is ``None`` (any ``transformers`` causal-LM
+            model type; Qwen2 by default, as in the paper).
+        twist_init: keep the base model's transformer weights (``False``: same architecture,
+            random weights).
+        rope_theta: RoPE base frequency (the paper: 10,000 instead of Qwen's 1e6); ``None`` keeps it.
+        dropout: value for every dropout probability of the config (the paper removes dropout).
+        attn_implementation: ``sdpa`` (default), ``eager`` or ``flash_attention_2`` (falls back to
+            ``sdpa`` where flash-attn is unavailable).
+        dtype: parameter dtype: ``float32`` or ``bfloat16`` (the paper trains pure bf16).
+        max_position_embeddings: overrides the config's value when given.
+    """
+
+    def __init__(
+        self,
+        base: str | None = None,
+        config: dict[str, Any] | None = None,
+        model_type: str = "qwen2",
+        twist_init: bool = True,
+        rope_theta: float | None = 10000.0,
+        dropout: float = 0.0,
+        attn_implementation: str = "sdpa",
+        dtype: str = "float32",
+        max_position_embeddings: int | None = None,
+    ) -> None:
+        if base is None and not config:
+            raise SlammingError("model backbone: give either `base` (a text LM folder or hub id) or `config`")
+        if dtype not in _DTYPES:
+            raise SlammingError(f"model backbone: dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        self.base = base
+        self.config = dict(config or {})
+        self.model_type = model_type
+        self.twist_init = twist_init
+        self.rope_theta = rope_theta
+        self.dropout = dropout
+        self.attn_implementation = attn_implementation
+        self.dtype = dtype
+        self.max_position_embeddings = max_position_embeddings
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain settings, stored in checkpoints so a model can be rebuilt without the CLI."""
+        return {
+            "base": self.base,
+            "config": self.config,
+            "model_type": self.model_type,
+            "twist_init": self.twist_init,
+            "rope_theta": self.rope_theta,
+            "dropout": self.dropout,
+            "attn_implementation": self.attn_implementation,
+            "dtype": self.dtype,
+            "max_position_embeddings": self.max_position_embeddings,
+        }
+
+    def _base_config(self) -> PretrainedConfig:
+        assert self.base is not None
+        try:
+            if not os.path.isdir(self.base):
+                try:  # a model already in the local Hugging Face cache needs no network
+                    return AutoConfig.from_pretrained(self.base, local_files_only=True)
+                except OSError:
+                    _require_hub(self.base)
+            return AutoConfig.from_pretrained(self.base)
+        except (OSError, ValueError) as err:
+            where = "folder" if os.path.isdir(self.base) else "hub id"
+            raise SlammingError(
+                f"cannot load the base model {self.base!r} ({where}: {str(err).splitlines()[0]}); "
+                "with no hub access, download it where you can (e.g. `huggingface-cli download "
+                f"{self.base} --local-dir DIR`) and set model.init_args.backbone.init_args.base=DIR"
+            ) from None
+
+    def make_config(self, num_units: int) -> PretrainedConfig:
+        """The final model config: base or from-scratch config, vocabulary K + 2, overrides applied."""
+        if self.base is not None:
+            cfg = self._base_config()
+            for key, value in self.config.items():
+                setattr(cfg, key, value)
+        else:
+            cfg = AutoConfig.for_model(self.model_type, **self.config)
+        cfg.vocab_size = vocab_size(num_units)
+        cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id = PAD_ID, BOS_ID, EOS_ID
+        if self.rope_theta is not None:
+            cfg.rope_theta = float(self.rope_theta)
+        for key in _DROPOUT_KEYS:
+            if hasattr(cfg, key):
+                setattr(cfg, key, float(self.dropout))
+        if self.max_position_embeddings is not None:
+            cfg.max_position_embeddings = int(self.max_position_embeddings)
+        cfg.use_cache = False
+        return cfg
+
+    def build(self, num_units: int) -> PreTrainedModel:
+        """Build the unit LM with ``num_units + 2`` ids."""
+        cfg = self.make_config(num_units)
+        attn = resolve_attention(self.attn_implementation)
+        dtype = _DTYPES[self.dtype]
+        if self.base is not None and self.twist_init:
+            # Load with the base's own vocabulary, then shrink: the rows kept are ids 0..K+1.
+            base_cfg = self._base_config()
+            cfg_for_load = self.make_config(num_units)
+            cfg_for_load.vocab_size = base_cfg.vocab_size
+            try:
+                model = AutoModelForCausalLM.from_pretrained(
+                    self.base, config=cfg_for_load, dtype=dtype, attn_implementation=attn
+                )
+            except OSError as err:
+                raise SlammingError(
+                    f"cannot load the weights of base model {self.base!r}: {str(err).splitlines()[0]}"
+                ) from None
+            model.resize_token_embeddings(cfg.vocab_size, mean_resizing=False)
+            model.config.vocab_size = cfg.vocab_size
+            model.config.pad_token_id, model.config.bos_token_id = PAD_ID, BOS_ID
+            model.config.eos_token_id = EOS_ID
+        else:
+            model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn, dtype=dtype)
+        if model.generation_config is not None:
+            model.generation_config.pad_token_id = PAD_ID
+            model.generation_config.bos_token_id = BOS_ID
+            model.generation_config.eos_token_id = EOS_ID
+        log.info(
+            "unit LM: %s, %.1fM parameters, vocab %d, attention %s, %s",
+            type(model).__name__,
+            sum(p.numel() for p in model.parameters()) / 1e6,
+            cfg.vocab_size,
+            model.config._attn_implementation,
+            "TWIST init from " + str(self.base) if self.base and self.twist_init else "random init",
+        )
+        return model
+
+
+def export_hf(model: PreTrainedModel, out_dir: str | Path, tokenizer: dict[str, Any] | None) -> Path:
+    """Save ``model`` with ``save_pretrained`` (safetensors), recording the tokeniser identity.
+
+    The identity is written into ``config.json`` under ``slamming_tokenizer`` so that whoever loads
+    the model knows which units it reads; plain ``AutoModelForCausalLM.from_pretrained`` ignores it.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.slamming_tokenizer = dict(tokenizer) if tokenizer else None
+    model.save_pretrained(out, safe_serialization=True)
+    return out

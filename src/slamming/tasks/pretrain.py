@@ -1,0 +1,242 @@
+"""``NextUnitPretraining``: next-unit prediction over packed, document-masked windows."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from torch.optim.lr_scheduler import LambdaLR
+
+from slamming.callbacks.flops import count_params, transformer_flops_per_token
+from slamming.data.packing import document_attention_mask
+from slamming.models.unit_lm import UnitLMBuilder, export_hf
+from slamming.speech.tokenizer import check_identity
+from slamming.tasks.losses import next_unit_loss
+from slamming.tasks.schedules import cosine_with_min_lr
+
+log = logging.getLogger(__name__)
+
+
+class NextUnitPretraining(pl.LightningModule):
+    """Pretrain a unit LM on next-unit prediction.
+
+    The loss is the mean cross-entropy over real targets only (targets that cross a document
+    boundary and padding are ignored). Attention never crosses documents: with ``sdpa``/``eager`` a
+    block-diagonal causal mask is built on the device from the batch's segment ids; with
+    ``flash_attention_2`` the restarting position ids give the varlen boundaries.
+
+    Args:
+        backbone: builds the Hugging Face causal LM (architecture and initialisation).
+        num_units: K, linked from the data (the model's vocabulary is K + 2).
+        context_length: linked from the data; the model's maximum positions must cover it.
+        optimizer: ``adamw`` (torch, fused on CUDA) or ``adamw8bit`` (bitsandbytes 8-bit AdamW).
+        lr: peak learning rate.
+        min_lr: the cosine schedule's final learning rate.
+        warmup_ratio: fraction of the optimizer steps spent in linear warmup.
+        weight_decay: AdamW weight decay (not applied to biases, norms and embeddings).
+        betas: AdamW betas.
+        eps: AdamW epsilon.
+        schedule: ``cosine`` (warmup, then cosine to ``min_lr``) or ``constant`` (warmup, then flat).
+        compile: wrap the model in ``torch.compile``.
+        export: at the end of ``fit``, save the model with ``save_pretrained`` to
+            ``<log_dir>/hf_model`` (loadable with plain ``transformers``).
+    """
+
+    def __init__(
+        self,
+        backbone: UnitLMBuilder,
+        num_units: int = 500,
+        context_length: int = 1024,
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        min_lr: float = 5e-5,
+        warmup_ratio: float = 0.01,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        schedule: str = "cosine",
+        compile: bool = False,
+        export: bool = True,
+    ) -> None:
+        super().__init__()
+        if optimizer not in ("adamw", "adamw8bit"):
+            raise ValueError(f"model.optimizer must be 'adamw' or 'adamw8bit', got {optimizer!r}")
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"model.schedule must be 'cosine' or 'constant', got {schedule!r}")
+        self.save_hyperparameters(ignore=["backbone"])
+        self.backbone = backbone
+        self.model = backbone.build(num_units)
+        max_pos = getattr(self.model.config, "max_position_embeddings", None)
+        if max_pos is not None and max_pos < context_length:
+            raise ValueError(
+                f"the model's max_position_embeddings ({max_pos}) is below data.context_length ({context_length})"
+            )
+        self.tokenizer_identity: dict[str, Any] | None = None
+        self.initial_val_loss: float | None = None
+        cfg = self.model.config
+        self.flops_per_token = transformer_flops_per_token(
+            count_params(self.model, exclude_embeddings=True),
+            cfg.num_hidden_layers,
+            cfg.hidden_size,
+            context_length,
+            causal=True,
+        )
+
+    # -- forward -----------------------------------------------------------------------------------
+    @property
+    def uses_varlen_attention(self) -> bool:
+        """Whether the attention kernel isolates documents from position ids alone (flash-attn)."""
+        return self.model.config._attn_implementation == "flash_attention_2"
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits ``(B, L, V)`` of a packed batch, documents isolated."""
+        kwargs: dict[str, Any] = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
+        if not self.uses_varlen_attention:
+            kwargs["attention_mask"] = document_attention_mask(batch["segment_ids"])
+        return self.model(**kwargs, use_cache=False).logits
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return next_unit_loss(self(batch), batch["labels"])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        loss, num_tokens = self._step(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=int(num_tokens))
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
+        return {"loss": loss, "num_tokens": num_tokens}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, num_tokens = self._step(batch)
+        # batch_size = tokens makes Lightning's epoch mean token-weighted.
+        self.log("val/loss", loss, prog_bar=True, batch_size=int(num_tokens), sync_dist=True)
+        return loss
+
+    # -- hooks ---------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.hparams.compile and not isinstance(self.model, torch._dynamo.eval_frame.OptimizedModule):
+            self.model = torch.compile(self.model)
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_identity = getattr(datamodule, "tokenizer", None)
+        if data_identity is None:
+            return
+        if self.tokenizer_identity is None:
+            self.tokenizer_identity = dict(data_identity)
+        else:
+            check_identity(
+                self.tokenizer_identity, data_identity, what="training data (vs the model's tokeniser)"
+            )
+
+    def on_train_start(self) -> None:
+        if self.trainer.global_step == 0 and self.initial_val_loss is None:
+            self.initial_val_loss = self._initial_validation()
+
+    @torch.no_grad()
+    def _initial_validation(self) -> float | None:
+        """Validation loss of the untrained model, logged at step 0 (the curve's starting point)."""
+        loaders = self.trainer.val_dataloaders
+        if loaders is None or (isinstance(loaders, list) and not loaders):
+            return None
+        limit = self.trainer.limit_val_batches
+        was_training = self.training
+        self.eval()
+        total, count = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
+        for i, batch in enumerate(loaders):
+            if isinstance(limit, int) and i >= limit:
+                break
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with self.trainer.precision_plugin.forward_context():
+                loss, n = self._step(batch)
+            total += loss.float() * n
+            count += n
+        self.train(was_training)
+        total = self.trainer.strategy.reduce(total, reduce_op="sum")
+        count = self.trainer.strategy.reduce(count, reduce_op="sum")
+        value = float(total / count.clamp(min=1))
+        if self.logger is not None:
+            self.logger.log_metrics({"val/loss": value}, step=0)
+        rank_zero_info(f"initial validation loss: {value:.4f}")
+        return value
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._last_saved_step = self.trainer.global_step
+        checkpoint["slamming"] = {
+            "backbone": self.backbone.to_dict(),
+            "tokenizer": self.tokenizer_identity,
+            "initial_val_loss": self.initial_val_loss,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        extra = checkpoint.get("slamming", {})
+        self.tokenizer_identity = extra.get("tokenizer")
+        self.initial_val_loss = extra.get("initial_val_loss")
+
+    def on_train_end(self) -> None:
+        self._save_final_checkpoint()
+        if self.hparams.export:
+            self._export()
+
+    def _save_final_checkpoint(self) -> None:
+        """Make sure the final weights are in a checkpoint (``last.ckpt`` beside the others).
+
+        ModelCheckpoint saves on its own schedule, which need not include the last step; the export
+        and the summary line refer to the final weights, so they must exist as a checkpoint too. Runs
+        on every rank (saving is a collective under DDP).
+        """
+        callback = self.trainer.checkpoint_callback
+        if not isinstance(callback, ModelCheckpoint) or callback.dirpath is None:
+            return
+        if getattr(self, "_last_saved_step", None) == self.trainer.global_step:
+            return
+        path = str(
+            Path(callback.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+        )
+        self.trainer.save_checkpoint(path)
+        callback.last_model_path = path
+        rank_zero_info(f"saved the final weights (step {self.trainer.global_step}) to {path}")
+
+    @rank_zero_only
+    def _export(self) -> None:
+        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
+        out = export_hf(self.hf_model, Path(log_dir) / "hf_model", self.tokenizer_identity)
+        self.export_dir = out
+        rank_zero_info(f"exported the model to {out} (load it with transformers.AutoModelForCausalLM)")
+
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        """The plain ``transformers`` model (unwrapped from ``torch.compile``)."""
+        return getattr(self.model, "_orig_mod", self.model)
+
+    # -- optimisation ------------------------------------------------------------------------------------
+    def _param_groups(self) -> list[dict[str, Any]]:
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or "embed" in name or "norm" in name else decay).append(p)
+        return [
+            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        groups = self._param_groups()
+        if hp.optimizer == "adamw8bit":
+            import bitsandbytes as bnb
+
+            opt = bnb.optim.AdamW8bit(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        else:
+            fused = self.device.type == "cuda"
+            opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, fused=fused or None)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = int(math.ceil(hp.warmup_ratio * total))
+        floor = hp.min_lr / hp.lr if hp.schedule == "cosine" else 1.0
+        sched = LambdaLR(opt, cosine_with_min_lr(warmup, total, floor))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}

@@ -1,0 +1,114 @@
+"""``slamming corpus …`` and ``slamming export …``: small tools beside the Lightning commands.
+
+::
+
+    slamming corpus summary DIR               documents, tokens, hours, tokeniser of a corpus
+    slamming corpus verify DIR                recompute every checksum
+    slamming corpus import-features SRC DST --num-units K [--tokenizer JSON]
+    slamming corpus import-tokens SRC DST --num-units K [--tokenizer JSON]
+    slamming corpus export-features DIR DST   write the authors' features.jsonl
+    slamming export CHECKPOINT OUT_DIR        Lightning checkpoint → Hugging Face folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from slamming.data.corpus import UnitCorpus, summarize
+from slamming.data.corpus_import import export_features_jsonl, import_features_jsonl, import_tokens_jsonl
+from slamming.errors import SlammingError
+from slamming.models.unit_lm import UnitLMBuilder, export_hf
+
+
+def _identity(args: argparse.Namespace) -> dict[str, Any]:
+    if args.tokenizer:
+        try:
+            return (
+                json.loads(Path(args.tokenizer).read_text())
+                if Path(args.tokenizer).exists()
+                else json.loads(args.tokenizer)
+            )
+        except json.JSONDecodeError as err:
+            raise SlammingError(
+                f"--tokenizer {args.tokenizer!r} is neither a JSON file nor JSON text ({err})"
+            ) from None
+    # The authors' files do not say which tokeniser made them; the paper's default is recorded.
+    return {
+        "kind": "hubert",
+        "name": "mhubert-base-25hz",
+        "layer": 11,
+        "k": args.num_units,
+        "frame_rate": 25,
+        "dedup": True,
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slamming", description="slamming corpus and export tools")
+    sub = parser.add_subparsers(dest="tool", required=True)
+    corpus = sub.add_parser("corpus", help="inspect, verify, import and export unit corpora")
+    csub = corpus.add_subparsers(dest="action", required=True)
+    csub.add_parser("summary", help="print documents, tokens, hours and tokeniser").add_argument("path")
+    csub.add_parser("verify", help="recompute every file's checksum").add_argument("path")
+    for name, what in (("import-features", "features.jsonl"), ("import-tokens", "tokens.jsonl")):
+        p = csub.add_parser(name, help=f"import the authors' {what} into a corpus")
+        p.add_argument("src", help=f"the {what} file")
+        p.add_argument("dst", help="the corpus directory to create")
+        p.add_argument("--num-units", type=int, required=True, help="number of units K of the tokeniser")
+        p.add_argument(
+            "--tokenizer", help="tokeniser identity as a JSON file or text (default: mHuBERT-25Hz L11)"
+        )
+        p.add_argument("--overwrite", action="store_true", help="replace an existing corpus at DST")
+    p = csub.add_parser("export-features", help="write a corpus as the authors' features.jsonl")
+    p.add_argument("path")
+    p.add_argument("dst")
+    exp = sub.add_parser("export", help="export a Lightning checkpoint as a Hugging Face model folder")
+    exp.add_argument("checkpoint")
+    exp.add_argument("out_dir")
+    return parser
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """Rebuild the unit LM stored in a slamming checkpoint and save it with ``save_pretrained``."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise SlammingError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    extra = ckpt.get("slamming")
+    if not extra or "backbone" not in extra:
+        raise SlammingError(f"{path} is not a slamming pretraining checkpoint (no 'slamming' section)")
+    num_units = int(ckpt["hyper_parameters"]["num_units"])
+    builder = UnitLMBuilder(**{**extra["backbone"], "twist_init": False})
+    model = builder.build(num_units)
+    state = {k.removeprefix("model.").replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()}
+    model.load_state_dict(state)
+    return export_hf(model, out_dir, extra.get("tokenizer"))
+
+
+def run_tool(argv: Sequence[str]) -> None:
+    """Dispatch ``slamming corpus …`` / ``slamming export …``."""
+    args = _parser().parse_args(list(argv))
+    if args.tool == "export":
+        out = export_checkpoint(args.checkpoint, args.out_dir)
+        print(f"exported {args.checkpoint} to {out}")
+        return
+    if args.action == "summary":
+        print(summarize(args.path))
+    elif args.action == "verify":
+        UnitCorpus(args.path).verify()
+        print(f"{args.path}: all checksums match")
+    elif args.action in ("import-features", "import-tokens"):
+        fn = import_features_jsonl if args.action == "import-features" else import_tokens_jsonl
+        report = fn(
+            args.src, args.dst, num_units=args.num_units, tokenizer=_identity(args), overwrite=args.overwrite
+        )
+        print(report.summary())
+    elif args.action == "export-features":
+        export_features_jsonl(args.path, args.dst)
+        print(f"wrote {args.dst}")

@@ -1,0 +1,43 @@
+"""Pure loss and schedule functions against numbers derived by hand in their docstrings."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from slamming.tasks.losses import next_unit_loss
+from slamming.tasks.schedules import cosine_with_min_lr
+from slamming.vocab import IGNORE_INDEX
+
+
+def test_next_unit_loss_hand_example() -> None:
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]])
+    loss, n = next_unit_loss(logits, torch.tensor([[0, 1]]))
+    assert abs(float(loss) - 1.5 * math.log(2.0)) < 1e-6
+    assert int(n) == 2
+    loss, n = next_unit_loss(logits, torch.tensor([[0, IGNORE_INDEX]]))
+    assert abs(float(loss) - math.log(2.0)) < 1e-6
+    assert int(n) == 1
+
+
+def test_next_unit_loss_upcasts_bf16_and_handles_no_targets() -> None:
+    logits = torch.randn(2, 3, 5).bfloat16()
+    labels = torch.tensor([[1, 2, 3], [4, 0, IGNORE_INDEX]])
+    loss, n = next_unit_loss(logits, labels)
+    assert loss.dtype == torch.float32 and int(n) == 5
+    ref = torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, 5), labels.reshape(-1), ignore_index=IGNORE_INDEX
+    )
+    assert abs(float(loss) - float(ref)) < 1e-6
+    empty, n0 = next_unit_loss(logits, torch.full((2, 3), IGNORE_INDEX))
+    assert float(empty) == 0.0 and int(n0) == 0
+
+
+def test_cosine_with_min_lr_hand_values() -> None:
+    f = cosine_with_min_lr(warmup_steps=2, total_steps=10, min_ratio=0.05)
+    assert [f(0), f(1), f(2)] == [0.5, 1.0, 1.0]
+    assert abs(f(6) - 0.525) < 1e-12
+    assert abs(f(10) - 0.05) < 1e-12 and abs(f(50) - 0.05) < 1e-12
+    flat = cosine_with_min_lr(warmup_steps=0, total_steps=10, min_ratio=1.0)
+    assert all(flat(s) == 1.0 for s in range(12))

@@ -1,0 +1,167 @@
+"""End-to-end pretraining through the real LightningCLI (`slamming fit`), on tiny corpora."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import AutoModelForCausalLM
+
+from slamming.cli import main
+from slamming.models.unit_lm import UnitLMBuilder
+from slamming.tasks.pretrain import NextUnitPretraining
+from tests.conftest import TEST_IDENTITY, TINY_BACKBONE, fit_config, markov_documents, write_corpus
+
+
+def _scalars(run_dir: Path, tag: str) -> dict[int, float]:
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars(tag)}
+
+
+def _run_dir(tmp_path: Path, version: int = 0) -> Path:
+    return tmp_path / "runs" / "t" / f"version_{version}"
+
+
+def test_fit_trains_logs_checkpoints_and_exports(
+    tmp_path: Path, unit_corpora: dict, capsys: pytest.CaptureFixture
+) -> None:
+    cfg = fit_config(tmp_path, unit_corpora, trainer={"max_steps": 30, "val_check_interval": 10})
+    main(["fit", "--config", str(cfg)])
+    out = capsys.readouterr()
+    run = _run_dir(tmp_path)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    train = _scalars(run, "train/loss")
+    val = _scalars(run, "val/loss")
+    assert len(train) == 30
+    assert 0 in val and max(val) >= 29  # step-0 validation and the final one
+    assert val[max(val)] < val[0]  # it learns the Markov chain
+    for tag in ("perf/tokens_per_sec", "budget/gpu_hours_used", "train/lr"):
+        assert _scalars(run, tag), tag
+    summary = [line for line in (out.out + out.err).splitlines() if line.startswith("slamming fit done")]
+    assert len(summary) == 1 and "tokens=" in summary[0] and ".ckpt" in summary[0], out
+
+    # The exported folder loads with plain transformers and gives the checkpoint's logits.
+    hf = AutoModelForCausalLM.from_pretrained(run / "hf_model").eval()
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    module = NextUnitPretraining(UnitLMBuilder(**TINY_BACKBONE["init_args"]), num_units=20, context_length=64)
+    module.load_state_dict(ckpt["state_dict"])
+    module.eval()
+    ids = torch.randint(0, 22, (2, 40))
+    with torch.no_grad():
+        assert torch.equal(hf(ids).logits, module.model(ids).logits)
+    assert hf.config.slamming_tokenizer == TEST_IDENTITY
+    assert ckpt["slamming"]["tokenizer"] == TEST_IDENTITY
+
+
+def test_resume_mid_epoch_reproduces_the_uninterrupted_losses(tmp_path: Path, unit_corpora: dict) -> None:
+    full = tmp_path / "full"
+    full.mkdir()
+    main(["fit", "--config", str(fit_config(full, unit_corpora))])
+    ckpt = _run_dir(full) / "checkpoints" / "step=8.ckpt"
+    assert ckpt.is_file()
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] == 0  # mid-epoch
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    main(["fit", "--config", str(fit_config(resumed, unit_corpora)), "--ckpt_path", str(ckpt)])
+    a = _scalars(_run_dir(full), "train/loss")
+    b = _scalars(_run_dir(resumed), "train/loss")
+    assert sorted(b) == list(range(8, 12))
+    for step in range(8, 12):
+        assert a[step] == pytest.approx(b[step], abs=1e-6), step
+
+
+def test_config_key_typo_is_one_clear_error(
+    tmp_path: Path, unit_corpora: dict, capsys: pytest.CaptureFixture
+) -> None:
+    cfg = fit_config(
+        tmp_path,
+        unit_corpora,
+        model={
+            "class_path": "slamming.tasks.pretrain.NextUnitPretraining",
+            "init_args": {"backbone": TINY_BACKBONE, "lrr": 0.1},
+        },
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(cfg)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "lrr" in err
+
+
+def test_missing_corpus_directory_is_one_clear_error(
+    tmp_path: Path, unit_corpora: dict, capsys: pytest.CaptureFixture
+) -> None:
+    missing = tmp_path / "no_such_corpus"
+    cfg = fit_config(
+        tmp_path,
+        unit_corpora,
+        data={
+            "class_path": "slamming.data.pretrain.UnitDataModule",
+            "init_args": {"train": [str(missing)], "context_length": 64},
+        },
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(cfg)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any(str(missing) in line for line in err)
+    assert not any("Traceback" in line for line in err)
+
+
+def test_corpora_from_different_tokenizers_are_refused(
+    tmp_path: Path, unit_corpora: dict, capsys: pytest.CaptureFixture
+) -> None:
+    other = write_corpus(
+        tmp_path / "other", markov_documents(20, seed=5), {**TEST_IDENTITY, "settings_hash": "t1"}
+    )
+    cfg = fit_config(
+        tmp_path,
+        unit_corpora,
+        data={
+            "class_path": "slamming.data.pretrain.UnitDataModule",
+            "init_args": {"train": [str(unit_corpora["train"])], "val": [str(other)], "context_length": 64},
+        },
+    )
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(cfg)])
+    assert "settings_hash" in capsys.readouterr().err
+
+
+def test_paper_config_without_hub_fails_in_one_clear_line(
+    tmp_path: Path, unit_corpora: dict, capsys: pytest.CaptureFixture
+) -> None:
+    args = [
+        "fit",
+        "--config",
+        "configs/pretrain.yaml",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.logger",
+        "false",
+        f"--data.init_args.train=[{unit_corpora['train']}]",
+        f"--data.init_args.val=[{unit_corpora['val']}]",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("slamming: error")]
+    assert len(lines) == 1
+    assert "Qwen/Qwen2.5-0.5B" in lines[0] and "model.init_args.backbone.init_args.base" in lines[0]
+
+
+def test_resuming_on_units_of_another_tokenizer_is_refused(
+    tmp_path: Path, unit_corpora: dict, capsys: pytest.CaptureFixture
+) -> None:
+    main(["fit", "--config", str(fit_config(tmp_path, unit_corpora, trainer={"max_steps": 4}))])
+    ckpt = _run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    other_identity = {**TEST_IDENTITY, "settings_hash": "other"}
+    other = write_corpus(tmp_path / "other", markov_documents(200, seed=9), other_identity)
+    cfg = fit_config(tmp_path, unit_corpora, data={"init_args": {"train": [str(other)], "val": None}})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(cfg), "--ckpt_path", str(ckpt)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "settings_hash" in err and "other" in err

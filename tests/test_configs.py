@@ -1,0 +1,54 @@
+"""Every shipped config parses, starts with its how-to comment, and the paper config holds the paper's values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slamming.cli import main
+
+CONFIGS = sorted(Path("configs").rglob("*.yaml"))
+
+
+def test_configs_exist() -> None:
+    assert Path("configs/pretrain.yaml") in CONFIGS and Path("configs/tiny/pretrain.yaml") in CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=str)
+def test_config_starts_with_command_hardware_and_data(path: Path) -> None:
+    header = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    text = "\n".join(header)
+    assert f"--config {path}" in text, "the header must give the exact command"
+    assert "Hardware:" in text and "Data:" in text
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=str)
+def test_config_parses(path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(path), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"].startswith("slamming.")
+    assert printed["budget"]["max_gpu_hours"] > 0
+
+
+def test_paper_pretraining_recipe_values() -> None:
+    """slam-recipe.md §1.3 (paper Table 4)."""
+    cfg = yaml.safe_load(Path("configs/pretrain.yaml").read_text())
+    trainer, model, data = cfg["trainer"], cfg["model"]["init_args"], cfg["data"]["init_args"]
+    backbone = model["backbone"]["init_args"]
+    assert backbone["base"] == "Qwen/Qwen2.5-0.5B" and backbone["twist_init"] is True
+    assert backbone["rope_theta"] == 10000 and backbone["dropout"] == 0.0
+    assert backbone["dtype"] == "bfloat16" and trainer["precision"] == "bf16-true"
+    assert data["context_length"] == 1024
+    assert data["batch_size"] * trainer["accumulate_grad_batches"] == 128 and data["batch_size"] == 8
+    assert model["optimizer"] == "adamw" and model["lr"] == 1e-3 and model["min_lr"] == 5e-5
+    assert model["warmup_ratio"] == 0.01 and trainer["gradient_clip_val"] == 0.5
+    assert trainer["max_steps"] == 17625
+    assert cfg["budget"]["max_gpu_hours"] == 24.0

@@ -1,0 +1,66 @@
+"""`slamming corpus …` and `slamming export …` tools, and corrupt data reaching `slamming fit`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from slamming.cli import main
+from slamming.data.corpus import UnitCorpus
+from tests.conftest import fit_config, markov_documents, write_corpus
+
+
+def test_corpus_summary_and_verify(unit_corpora: dict, capsys: pytest.CaptureFixture) -> None:
+    main(["corpus", "summary", str(unit_corpora["train"])])
+    out = capsys.readouterr().out
+    corpus = UnitCorpus(unit_corpora["train"])
+    assert f"{len(corpus):,}" in out and f"{corpus.num_tokens:,}" in out and "kind=test" in out
+    main(["corpus", "verify", str(unit_corpora["train"])])
+    assert "all checksums match" in capsys.readouterr().out
+
+
+def test_import_features_jsonl_counts_bad_lines(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "features.jsonl"
+    good = {"units": [3, 4, 4], "duration": [1, 2, 1], "file_name": "a.wav"}
+    src.write_text(json.dumps(good) + "\nnot json\n" + json.dumps({**good, "units": [3, 999, 1]}) + "\n")
+    main(["corpus", "import-features", str(src), str(tmp_path / "c"), "--num-units", "500"])
+    out = capsys.readouterr().out
+    assert "1" in out and "2" in out  # one document kept, two lines skipped, with reasons
+    corpus = UnitCorpus(tmp_path / "c")
+    assert len(corpus) == 1 and corpus.document(0).tolist() == [3, 4, 4]
+
+
+def test_corrupted_corpus_stops_fit_with_its_checksum(
+    tmp_path: Path, unit_corpora: dict, capsys: pytest.CaptureFixture
+) -> None:
+    bad = write_corpus(tmp_path / "bad", markov_documents(50, seed=3))
+    shard = bad / "tokens-00000.bin"
+    data = bytearray(shard.read_bytes())
+    data[10] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    cfg = fit_config(tmp_path, unit_corpora, data={"init_args": {"train": [str(bad)]}})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(cfg)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "tokens-00000.bin" in err and "checksum" in err and "Traceback" not in err
+
+
+def test_export_checkpoint_tool(tmp_path: Path, unit_corpora: dict, capsys: pytest.CaptureFixture) -> None:
+    cfg = fit_config(tmp_path, unit_corpora, trainer={"max_steps": 4})
+    main(["fit", "--config", str(cfg)])
+    ckpt = tmp_path / "runs" / "t" / "version_0" / "checkpoints" / "last.ckpt"
+    main(["export", str(ckpt), str(tmp_path / "exported")])
+    assert "exported" in capsys.readouterr().out
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "exported").eval()
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "runs" / "t" / "version_0" / "hf_model").eval()
+    ids = torch.randint(0, 22, (1, 30))
+    with torch.no_grad():
+        assert torch.equal(a(ids).logits, b(ids).logits)
+    with pytest.raises(SystemExit):
+        main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "x")])
+    assert "missing.ckpt does not exist" in capsys.readouterr().err
