@@ -165,3 +165,26 @@ def test_resuming_on_units_of_another_tokenizer_is_refused(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "settings_hash" in err and "other" in err
+
+
+def test_budget_sizes_the_cosine_to_end_with_the_budget(tmp_path: Path, unit_corpora: dict) -> None:
+    budget = {
+        "max_gpu_hours": 4.0 / 3600,
+        "size_schedule": True,
+        "measure_steps": 3,
+        "resize_every_n_steps": 5,
+    }
+    cfg = fit_config(
+        tmp_path, unit_corpora, trainer={"max_steps": 100000, "val_check_interval": 100000}, budget=budget
+    )
+    main(["fit", "--config", str(cfg)])
+    run = _run_dir(tmp_path)
+    lr = _scalars(run, "train/lr")
+    last_step = max(lr)
+    assert 10 < last_step < 100000  # stopped by the budget, long before max_steps
+    peak, floor = 3e-3, 3e-4
+    assert max(lr.values()) > 0.8 * peak  # it did warm up to the peak
+    assert lr[last_step] < floor + 0.25 * (peak - floor)  # and decayed close to the floor at the stop
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    horizon = ckpt["lr_schedulers"][0]["lr_lambdas"][0]["total_steps"]
+    assert horizon < 100000  # the resized horizon is in the checkpoint, so a resume keeps the curve

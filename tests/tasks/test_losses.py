@@ -7,7 +7,7 @@ import math
 import torch
 
 from slamming.tasks.losses import next_unit_loss
-from slamming.tasks.schedules import cosine_with_min_lr
+from slamming.tasks.schedules import WarmupCosine
 from slamming.vocab import IGNORE_INDEX
 
 
@@ -34,10 +34,12 @@ def test_next_unit_loss_upcasts_bf16_and_handles_no_targets() -> None:
     assert float(empty) == 0.0 and int(n0) == 0
 
 
-def test_cosine_with_min_lr_hand_values() -> None:
-    f = cosine_with_min_lr(warmup_steps=2, total_steps=10, min_ratio=0.05)
+def test_warmup_cosine_hand_values() -> None:
+    f = WarmupCosine(warmup_ratio=0.2, total_steps=10, min_ratio=0.05)
     assert [f(0), f(1), f(2)] == [0.5, 1.0, 1.0]
     assert abs(f(6) - 0.525) < 1e-12
     assert abs(f(10) - 0.05) < 1e-12 and abs(f(50) - 0.05) < 1e-12
-    flat = cosine_with_min_lr(warmup_steps=0, total_steps=10, min_ratio=1.0)
+    flat = WarmupCosine(warmup_ratio=0.0, total_steps=10, min_ratio=1.0)
     assert all(flat(s) == 1.0 for s in range(12))
+    f.resize(20)  # warmup 4, decay over 16 steps: step 12 is half way
+    assert f.warmup_steps == 4 and f(1) == 0.5 and abs(f(12) - 0.525) < 1e-12

@@ -106,6 +106,9 @@ class ComputeBudget(Callback):
         max_tokens: int | None = None,
         check_every_n_steps: int = 1,
         exclude_validation: bool = True,
+        size_schedule: bool = False,
+        measure_steps: int = 20,
+        resize_every_n_steps: int = 100,
     ) -> None:
         if not max_gpu_hours > 0:
             raise SlammingError(
@@ -121,6 +124,12 @@ class ComputeBudget(Callback):
         self.max_tokens = max_tokens
         self.check_every_n_steps = check_every_n_steps
         self.exclude_validation = exclude_validation
+        self.size_schedule = size_schedule
+        self.measure_steps = max(int(measure_steps), 1)
+        self.resize_every_n_steps = max(int(resize_every_n_steps), 1)
+        self._start_step = 0
+        self._next_resize: int | None = None
+        self.schedule_horizon: int | None = None
         # Consumption before the current fit: restored from a checkpoint or left by an earlier fit.
         self._prior_gpu_hours = 0.0
         self._prior_tokens = 0
@@ -188,6 +197,13 @@ class ComputeBudget(Callback):
         self.stopped_by = self.stop_step = self.stop_message = self.stop_checkpoint_path = None
         self.stop_gpu_hours = self.stop_tokens = None
         self._run_start = time.monotonic()
+        self._start_step = trainer.global_step
+        self._next_resize = trainer.global_step + self.measure_steps
+        if self.size_schedule and not callable(getattr(pl_module, "resize_schedule", None)):
+            raise SlammingError(
+                f"budget.size_schedule needs {type(pl_module).__name__}.resize_schedule(total_steps); "
+                "this module has none: set budget.size_schedule=false"
+            )
         if self._prior_gpu_hours >= self.max_gpu_hours:
             rank_zero_warn(
                 f"Compute budget already spent at start ({self._prior_gpu_hours:.4f} of "
@@ -216,8 +232,29 @@ class ComputeBudget(Callback):
         if trainer.global_step == self._last_step:
             return
         self._last_step = trainer.global_step
+        if self.size_schedule and self._next_resize is not None and trainer.global_step >= self._next_resize:
+            self._resize_schedule(trainer, pl_module)
         if trainer.global_step % self.check_every_n_steps == 0:
             self._check(trainer, pl_module)
+
+    def _resize_schedule(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Size the LR schedule to the steps the remaining budget buys at the measured step time."""
+        self._next_resize = trainer.global_step + self.resize_every_n_steps
+        horizon: int | None = None
+        if trainer.is_global_zero:
+            steps = trainer.global_step - self._start_step
+            per_step_hours = self._run_seconds() * self._world_size / 3600.0 / max(steps, 1)
+            horizon = trainer.global_step + int(self.remaining_gpu_hours() / max(per_step_hours, 1e-12))
+            if trainer.max_steps is not None and trainer.max_steps > 0:
+                horizon = min(horizon, trainer.max_steps)
+        # All ranks reach this at the same step; rank 0's estimate is the one everybody uses.
+        horizon = trainer.strategy.broadcast(horizon, src=0)
+        if horizon is None or horizon == self.schedule_horizon:
+            return
+        pl_module.resize_schedule(max(horizon, trainer.global_step + 1))
+        if self.schedule_horizon is None:
+            rank_zero_info(f"Compute budget: learning-rate schedule sized to end at step {horizon}")
+        self.schedule_horizon = horizon
 
     def _sync_tokens(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Fold this rank's pending tokens into the global count (a collective when world_size > 1)."""

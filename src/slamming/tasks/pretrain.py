@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from slamming.data.packing import document_attention_mask
 from slamming.models.unit_lm import UnitLMBuilder, export_hf
 from slamming.speech.tokenizer import check_identity
 from slamming.tasks.losses import next_unit_loss
-from slamming.tasks.schedules import cosine_with_min_lr
+from slamming.tasks.schedules import WarmupCosine
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +235,21 @@ class NextUnitPretraining(pl.LightningModule):
             fused = self.device.type == "cuda"
             opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, fused=fused or None)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = int(math.ceil(hp.warmup_ratio * total))
         floor = hp.min_lr / hp.lr if hp.schedule == "cosine" else 1.0
-        sched = LambdaLR(opt, cosine_with_min_lr(warmup, total, floor))
+        sched = LambdaLR(opt, WarmupCosine(hp.warmup_ratio, total, floor))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
+
+    def resize_schedule(self, total_steps: int) -> None:
+        """Move the end of the learning-rate schedule to ``total_steps`` optimizer steps.
+
+        Called by :class:`~slamming.callbacks.budget.ComputeBudget` with ``size_schedule`` on, so
+        that the cosine reaches its floor when the compute budget runs out.
+        """
+        scheduler = self.lr_schedulers()
+        schedule = scheduler.lr_lambdas[0]
+        schedule.resize(total_steps)
+        # Apply the new curve to the current step at once.
+        for group, base, factor in zip(
+            scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+        ):
+            group["lr"] = base * factor(scheduler.last_epoch)

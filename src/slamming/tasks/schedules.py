@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 
-def cosine_with_min_lr(warmup_steps: int, total_steps: int, min_ratio: float) -> Callable[[int], float]:
-    """Linear warmup from 0 to 1 over ``warmup_steps``, then cosine from 1 down to ``min_ratio``.
+class WarmupCosine:
+    """Linear warmup from 0 to 1, then cosine from 1 down to ``min_ratio``; resizable.
 
-    The multiplier at optimizer step ``s`` (0-based) is ``(s + 1) / warmup_steps`` during warmup and
+    The multiplier at optimizer step ``s`` (0-based) is ``(s + 1) / W`` during warmup and
     ``min_ratio + (1 - min_ratio) * (1 + cos(pi * p)) / 2`` after it, with
-    ``p = (s - warmup_steps) / (total_steps - warmup_steps)`` clamped to [0, 1]. With
-    ``min_ratio = 1`` it is warmup followed by a constant rate.
+    ``p = (s - W) / (T - W)`` clamped to [0, 1], where ``T = total_steps`` and
+    ``W = ceil(warmup_ratio * T)``. With ``min_ratio = 1`` it is warmup followed by a constant rate.
 
-    Example: warmup 2, total 10, min_ratio 0.05: steps 0, 1 → 0.5, 1.0; step 2 → 1.0 (p = 0);
-    step 6 → p = 0.5, 0.05 + 0.95 · 0.5 = 0.525; step 10 → 0.05.
+    Example: warmup_ratio 0.2, total 10 (so W = 2), min_ratio 0.05: steps 0, 1 → 0.5, 1.0; step 2 →
+    1.0 (p = 0); step 6 → p = 0.5, 0.05 + 0.95 · 0.5 = 0.525; step 10 → 0.05.
+
+    It is a callable object (not a closure) so that ``LambdaLR.state_dict`` saves its fields and a
+    resumed run continues on the same curve, including a horizon set by :meth:`resize`.
     """
-    warmup_steps = max(int(warmup_steps), 0)
-    decay_steps = max(int(total_steps) - warmup_steps, 1)
 
-    def multiplier(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(max((step - warmup_steps) / decay_steps, 0.0), 1.0)
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    def __init__(self, warmup_ratio: float, total_steps: int, min_ratio: float) -> None:
+        self.warmup_ratio = float(warmup_ratio)
+        self.min_ratio = float(min_ratio)
+        self.total_steps = 1
+        self.warmup_steps = 0
+        self.resize(total_steps)
 
-    return multiplier
+    def resize(self, total_steps: int) -> None:
+        """Set the horizon (used when a compute budget decides how many steps fit)."""
+        self.total_steps = max(int(total_steps), 1)
+        self.warmup_steps = int(math.ceil(self.warmup_ratio * self.total_steps))
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        decay = max(self.total_steps - self.warmup_steps, 1)
+        progress = min(max((step - self.warmup_steps) / decay, 0.0), 1.0)
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))

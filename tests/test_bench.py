@@ -1,0 +1,81 @@
+"""``benchmarks/run.py --quick``: the benchmark's building blocks at a toy size (not a timed test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_corpus import packing_stats, synthetic_documents, write_bench_corpus  # noqa: E402
+from bench_report import Row  # noqa: E402
+
+
+def test_synthetic_documents_are_deduplicated_and_in_range() -> None:
+    docs = synthetic_documents(50, num_units=7, min_len=5, max_len=40, seed=3)
+    assert all(5 <= len(d) <= 40 for d in docs)
+    assert all(int(d.min()) >= 0 and int(d.max()) < 7 for d in docs)
+    assert all(np.all(d[1:] != d[:-1]) for d in docs)
+
+
+def test_packing_stats_counts(tmp_path: Path) -> None:
+    corpus = write_bench_corpus(tmp_path / "c", num_documents=200, num_units=10, min_len=5, max_len=60)
+    stats = packing_stats(corpus, context=32, batch_size=4, num_batches=10)
+    assert stats.packed_real_frac == 1.0  # packed windows hold no PAD at all
+    # Targets lost: one per document boundary inside a window, so a little below 1.
+    assert 0.85 < stats.packed_target_frac < 1.0
+    assert 0.0 < stats.padded_context_frac <= stats.padded_longest_frac <= 1.0
+
+
+def test_row_status() -> None:
+    assert Row("r", 1.2, (">=", 1.0)).status == "PASS"
+    assert Row("r", 0.03, ("<=", 0.02)).status == "MISS"
+    assert Row("r", True, ("==", True)).status == "PASS"
+    assert Row("r", 5.0).status == "info"
+    assert Row("r", None, (">=", 1.0)).status == "n/a"
+
+
+def test_quick_benchmark_result(tmp_path: Path) -> None:
+    log = REPO / "docs" / "perf-log.md"
+    before = log.read_text() if log.exists() else None
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--quick",
+            "--threads",
+            "1",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (path,) = tmp_path.glob("*.json")
+    result = json.loads(path.read_text())
+    assert result["quick"] is True and result["config"]["layers"] == 1
+    rows = {r["name"]: r for r in result["rows"]}
+    ratio = rows["tokens/s ours ÷ HF Trainer (median ratio)"]
+    assert ratio["value"] > 0 and ratio["status"] in ("PASS", "MISS") and ratio["goal"] == [">=", 1.0]
+    real = next(r for name, r in rows.items() if name.startswith("packed: real-id fraction"))
+    assert 0 < real["value"] <= 1
+    assert 0 <= rows["data-wait fraction, timed steps (median)"]["value"] < 1
+    # Identical work on both sides: same batches, same losses, one thread count.
+    assert rows["same batches on both sides (CRC)"]["value"] is True
+    assert rows["max loss difference ours vs HF, any step"]["value"] <= 1e-4
+    assert rows["one torch thread count throughout"]["value"] is True
+    assert len(result["repeats"]) == 2
+    for rep in result["repeats"]:
+        assert rep["ours"]["tokens_per_s"] > 0 and rep["hf"]["tokens_per_s"] > 0
+        assert rep["ours"]["threads"] == [1] and rep["hf"]["threads"] == [1]
+        assert rep["ours"]["timed_tokens"] == rep["hf"]["timed_tokens"] > 0
+    for name in ("tokens/s ours ÷ HF Trainer (median ratio)", "same batches on both sides (CRC)"):
+        assert name in proc.stdout  # the printed table
+    assert (log.read_text() if log.exists() else None) == before  # --quick logs nothing
