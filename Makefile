@@ -10,6 +10,7 @@ setup:
 
 demo: setup
 	$(BIN)/slamming fit --config configs/tiny/pretrain.yaml
+	$(BIN)/python scripts/demo_report.py
 
 test: setup
 	$(BIN)/python -m pytest -q

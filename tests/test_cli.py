@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,13 @@ def test_fit_trains_logs_checkpoints_and_exports(
         assert torch.equal(hf(ids).logits, module.model(ids).logits)
     assert hf.config.slamming_tokenizer == TEST_IDENTITY
     assert ckpt["slamming"]["tokenizer"] == TEST_IDENTITY
+
+    # The report `make demo` ends with agrees.
+    report = subprocess.run(
+        [sys.executable, "scripts/demo_report.py", str(run)], capture_output=True, text=True, check=False
+    )
+    assert report.returncode == 0, report.stderr
+    assert "(identical)" in report.stdout and f"step 0: {val[0]:.4f}" in report.stdout
 
 
 def test_resume_mid_epoch_reproduces_the_uninterrupted_losses(tmp_path: Path, unit_corpora: dict) -> None:
