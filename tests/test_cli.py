@@ -197,3 +197,14 @@ def test_budget_sizes_the_cosine_to_end_with_the_budget(tmp_path: Path, unit_cor
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     horizon = ckpt["lr_schedulers"][0]["lr_lambdas"][0]["total_steps"]
     assert horizon < 100000  # the resized horizon is in the checkpoint, so a resume keeps the curve
+
+
+def test_adamw8bit_from_config(tmp_path: Path, unit_corpora: dict) -> None:
+    model = {"init_args": {"backbone": TINY_BACKBONE, "optimizer": "adamw8bit", "lr": 3e-3}}
+    cfg = fit_config(tmp_path, unit_corpora, trainer={"max_steps": 6}, model=model)
+    main(["fit", "--config", str(cfg)])
+    ckpt = torch.load(_run_dir(tmp_path) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    states = ckpt["optimizer_states"][0]["state"].values()
+    assert ckpt["hyper_parameters"]["optimizer"] == "adamw8bit"
+    assert all("__bnb_optimizer_quant_state__" in s for s in states)  # bitsandbytes' state layout
+    assert not any("exp_avg" in s for s in states)
