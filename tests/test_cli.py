@@ -203,7 +203,9 @@ def test_adamw8bit_from_config(tmp_path: Path, unit_corpora: dict) -> None:
     model = {"init_args": {"backbone": TINY_BACKBONE, "optimizer": "adamw8bit", "lr": 3e-3}}
     cfg = fit_config(tmp_path, unit_corpora, trainer={"max_steps": 6}, model=model)
     main(["fit", "--config", str(cfg)])
-    ckpt = torch.load(_run_dir(tmp_path) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(
+        _run_dir(tmp_path) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
     states = ckpt["optimizer_states"][0]["state"].values()
     assert ckpt["hyper_parameters"]["optimizer"] == "adamw8bit"
     assert all("__bnb_optimizer_quant_state__" in s for s in states)  # bitsandbytes' state layout

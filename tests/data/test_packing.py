@@ -139,3 +139,29 @@ def test_whole_documents_that_fit_equal_their_padded_unpacked_loss() -> None:
         ref, ref_n = next_unit_loss(ref_logits, padded["labels"])
     assert int(n) == int(ref_n) == 12
     assert abs(float(packed) - float(ref)) <= 1e-5
+
+
+def test_flattened_varlen_path_matches_the_masked_path() -> None:
+    """The flash-attention path lays windows end to end; checked here with sdpa's own packed-sequence
+    detection (transformers 4.57 isolates restarting position ids for a one-row batch without a mask)."""
+    from slamming.models.unit_lm import UnitLMBuilder
+    from slamming.tasks.pretrain import NextUnitPretraining
+
+    torch.manual_seed(0)
+    config = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    module = NextUnitPretraining(UnitLMBuilder(config=config), num_units=20, context_length=24).eval()
+    rng = np.random.default_rng(4)
+    docs = [rng.integers(0, 20, size=int(n)) for n in rng.integers(1, 30, size=10)]
+    starts, _ = _stream(docs)
+    batch = collate_packed([build_window(k, starts, lambda j: docs[j], 24) for k in range(3)])
+    with torch.no_grad():
+        masked = module(batch)
+        flat = module.forward_flattened(batch)
+    assert flat.shape == masked.shape
+    assert torch.allclose(flat, masked, atol=1e-5)

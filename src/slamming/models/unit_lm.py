@@ -152,6 +152,9 @@ class UnitLMBuilder:
         cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id = PAD_ID, BOS_ID, EOS_ID
         if self.rope_theta is not None:
             cfg.rope_theta = float(self.rope_theta)
+            # transformers 5 keeps RoPE settings in `rope_parameters`; set it there too when present.
+            if isinstance(getattr(cfg, "rope_parameters", None), dict):
+                cfg.rope_parameters["rope_theta"] = float(self.rope_theta)
         for key in _DROPOUT_KEYS:
             if hasattr(cfg, key):
                 setattr(cfg, key, float(self.dropout))

@@ -95,10 +95,30 @@ class NextUnitPretraining(pl.LightningModule):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``(B, L, V)`` of a packed batch, documents isolated."""
-        kwargs: dict[str, Any] = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
-        if not self.uses_varlen_attention:
-            kwargs["attention_mask"] = document_attention_mask(batch["segment_ids"])
-        return self.model(**kwargs, use_cache=False).logits
+        if self.uses_varlen_attention:
+            return self.forward_flattened(batch)
+        mask = document_attention_mask(batch["segment_ids"])
+        return self.model(
+            input_ids=batch["input_ids"],
+            position_ids=batch["position_ids"],
+            attention_mask=mask,
+            use_cache=False,
+        ).logits
+
+    def forward_flattened(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The varlen path: the B windows as one row whose position ids restart at every piece.
+
+        transformers (4.57) derives flash-attention's sequence boundaries from restarting position
+        ids only for a batch of one row, so the windows are laid end to end (each starts at position
+        0, so window boundaries are boundaries too) and the logits are folded back to ``(B, L, V)``.
+        """
+        b, length = batch["input_ids"].shape
+        logits = self.model(
+            input_ids=batch["input_ids"].reshape(1, b * length),
+            position_ids=batch["position_ids"].reshape(1, b * length),
+            use_cache=False,
+        ).logits
+        return logits.view(b, length, -1)
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return next_unit_loss(self(batch), batch["labels"])
@@ -106,7 +126,8 @@ class NextUnitPretraining(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         loss, num_tokens = self._step(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=int(num_tokens))
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
+        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:  # each log call costs ~1 ms
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
         return {"loss": loss, "num_tokens": num_tokens}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
