@@ -15,7 +15,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM
 
-from slamming.models.unit_lm import UnitLMBuilder
+from slamming.models.unit_lm import unit_lm_from_checkpoint
 
 
 def newest_run(root: Path = Path("runs/tiny")) -> Path:
@@ -30,15 +30,6 @@ def final_checkpoint(run: Path) -> Path:
     if not ckpts:
         sys.exit(f"no checkpoint in {run / 'checkpoints'}")
     return ckpts[-1]
-
-
-def checkpoint_model(path: Path) -> torch.nn.Module:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    builder = UnitLMBuilder(**{**ckpt["slamming"]["backbone"], "twist_init": False})
-    model = builder.build(int(ckpt["hyper_parameters"]["num_units"]))
-    state = {k.removeprefix("model.").replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()}
-    model.load_state_dict(state)
-    return model.eval()
 
 
 def main() -> int:
@@ -57,7 +48,7 @@ def main() -> int:
         )
     ckpt = final_checkpoint(run)
     hf = AutoModelForCausalLM.from_pretrained(run / "hf_model").eval()
-    ref = checkpoint_model(ckpt)
+    ref, _ = unit_lm_from_checkpoint(ckpt)
     ids = torch.randint(0, hf.config.vocab_size, (4, 128), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = (hf(ids).logits - ref(ids).logits).abs().max().item()

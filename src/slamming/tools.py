@@ -18,12 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from slamming.data.corpus import UnitCorpus, summarize
 from slamming.data.corpus_import import export_features_jsonl, import_features_jsonl, import_tokens_jsonl
 from slamming.errors import SlammingError
-from slamming.models.unit_lm import UnitLMBuilder, export_hf
+from slamming.models.unit_lm import export_hf, unit_lm_from_checkpoint
 
 
 def _identity(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,19 +74,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """Rebuild the unit LM stored in a slamming checkpoint and save it with ``save_pretrained``."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise SlammingError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    extra = ckpt.get("slamming")
-    if not extra or "backbone" not in extra:
-        raise SlammingError(f"{path} is not a slamming pretraining checkpoint (no 'slamming' section)")
-    num_units = int(ckpt["hyper_parameters"]["num_units"])
-    builder = UnitLMBuilder(**{**extra["backbone"], "twist_init": False})
-    model = builder.build(num_units)
-    state = {k.removeprefix("model.").replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()}
-    model.load_state_dict(state)
-    return export_hf(model, out_dir, extra.get("tokenizer"))
+    model, tokenizer = unit_lm_from_checkpoint(checkpoint)
+    return export_hf(model, out_dir, tokenizer)
 
 
 def run_tool(argv: Sequence[str]) -> None:

@@ -213,3 +213,23 @@ def export_hf(model: PreTrainedModel, out_dir: str | Path, tokenizer: dict[str, 
     model.config.slamming_tokenizer = dict(tokenizer) if tokenizer else None
     model.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def unit_lm_from_checkpoint(checkpoint: str | Path) -> tuple[PreTrainedModel, dict[str, Any] | None]:
+    """Rebuild the unit LM stored in a slamming pretraining checkpoint, with its tokeniser identity.
+
+    The architecture comes from the builder settings the checkpoint records (a TWIST-init base is
+    read for its config only; its weights are not loaded, the checkpoint's are).
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise SlammingError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    extra = ckpt.get("slamming") if isinstance(ckpt, dict) else None
+    if not extra or "backbone" not in extra:
+        raise SlammingError(f"{path} is not a slamming pretraining checkpoint (no 'slamming' section)")
+    builder = UnitLMBuilder(**{**extra["backbone"], "twist_init": False})
+    model = builder.build(int(ckpt["hyper_parameters"]["num_units"]))
+    state = {k.removeprefix("model.").replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()}
+    model.load_state_dict(state)
+    return model.eval(), extra.get("tokenizer")
