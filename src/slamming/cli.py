@@ -18,6 +18,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -31,11 +32,22 @@ from slamming.errors import SlammingError
 class SlammingCLI(LightningCLI):
     """LightningCLI with slamming's always-on callbacks and data→model links."""
 
+    _subcommand: str | None = None
+
+    def _prepare_subcommand_parser(
+        self, klass: type, subcommand: str, **kwargs: Any
+    ) -> LightningArgumentParser:
+        # Remember which subcommand's parser is being built: the data->model links belong to the
+        # language-model stages, not to `predict` (unit extraction has neither side of them).
+        self._subcommand = subcommand
+        return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ComputeBudget, "budget")
         parser.add_lightning_class_args(Throughput, "throughput")
-        parser.link_arguments("data.num_units", "model.init_args.num_units", apply_on="instantiate")
-        parser.link_arguments("data.init_args.context_length", "model.init_args.context_length")
+        if self._subcommand in (None, "fit", "validate", "test"):
+            parser.link_arguments("data.num_units", "model.init_args.num_units", apply_on="instantiate")
+            parser.link_arguments("data.init_args.context_length", "model.init_args.context_length")
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -51,3 +51,17 @@ def test_sampler_shards_disjointly_and_resumes_from_cursor(tmp_path: Path) -> No
     items = list(nxt)
     assert items[0] == (1, 3) and len(items) == n - 3
     assert not np.array_equal(ds[(0, 3)][0], ds[(1, 3)][0])
+
+
+def test_mixture_of_two_corpora_over_1000_windows(tmp_path: Path) -> None:
+    """Acceptance B8: weights 0.7 / 0.3 give token shares within 2 points over 1,000 windows."""
+    a, b = _corpus(tmp_path, "a", 2500, 11), _corpus(tmp_path, "b", 700, 12)
+    ds = PackedWindowDataset([a, b], context_length=64, weights=[0.7, 0.3], seed=0)
+    assert len(ds) >= 1000
+    counts = sum(ds.window_ids_per_corpus(0, k) for k in range(1000))
+    shares = counts / counts.sum()
+    assert abs(shares[0] - 0.7) < 0.02 and abs(shares[1] - 0.3) < 0.02, shares
+    report = ds.mix_report(["a", "b"])
+    assert report.startswith("training mix per epoch: a 70.") and "b 30." in report
+    # each window's counts add up to its L + 1 ids
+    assert all(ds.window_ids_per_corpus(0, k).sum() == 65 for k in range(20))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from slamming.data.corpus import UnitCorpus
@@ -141,6 +142,8 @@ class UnitDataModule(pl.LightningDataModule):
             self.train_set = PackedWindowDataset(
                 self._open(self.train_paths), self.context_length, self.weights, self.seed, shuffle=True
             )
+            if len(self.train_paths) > 1:
+                rank_zero_info(self.train_set.mix_report([Path(p).name for p in self.train_paths]))
             if len(self.train_set) == 0:
                 raise CorpusError(
                     f"training corpora {self.train_paths} hold fewer than {self.context_length + 1} ids: "

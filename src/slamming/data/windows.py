@@ -75,6 +75,26 @@ class EpochPlan:
         """Ids in the epoch's stream."""
         return int(self.starts[-1])
 
+    def ids_per_corpus(self, begin: int = 0, end: int | None = None) -> np.ndarray:
+        """How many ids of the stream range ``[begin, end)`` come from each corpus."""
+        end = self.total_ids if end is None else end
+        n_corpora = int(self.corpus_of.max()) + 1 if len(self.corpus_of) else 0
+        first = int(np.searchsorted(self.starts, begin, side="right")) - 1
+        last = int(np.searchsorted(self.starts, end, side="left"))
+        lo = np.maximum(self.starts[first:last], begin)
+        hi = np.minimum(self.starts[first + 1 : last + 1], end)
+        return np.bincount(self.corpus_of[first:last], weights=hi - lo, minlength=n_corpora).astype(np.int64)
+
+    def mix_report(self, names: Sequence[str], sizes: Sequence[int]) -> str:
+        """One line: each corpus's share of the epoch's ids and how many passes over it that is."""
+        counts = self.ids_per_corpus()
+        parts = []
+        for name, count, size in zip(names, counts, sizes, strict=True):
+            parts.append(
+                f"{name} {100 * count / max(self.total_ids, 1):.1f} % ({count / max(size, 1):.2f} passes)"
+            )
+        return "training mix per epoch: " + ", ".join(parts)
+
 
 class PackedWindowDataset(Dataset):
     """Packed windows of ``context_length + 1`` ids over an epoch plan.
@@ -114,6 +134,16 @@ class PackedWindowDataset(Dataset):
 
     def __len__(self) -> int:
         return self.windows_per_epoch
+
+    def window_ids_per_corpus(self, epoch: int, k: int) -> np.ndarray:
+        """How many of window ``k``'s ``L + 1`` ids come from each corpus (for mixture reports)."""
+        begin = k * self.context_length
+        return self.plan(epoch).ids_per_corpus(begin, begin + self.context_length + 1)
+
+    def mix_report(self, names: Sequence[str]) -> str:
+        """The effective mixture of epoch 0 (see :meth:`EpochPlan.mix_report`)."""
+        sizes = [int(c.num_tokens) + NUM_SPECIAL * len(c) for c in self.corpora]
+        return self.plan(0).mix_report(names, sizes)
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         epoch, k = item
