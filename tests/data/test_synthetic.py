@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from slamming.cli import main
 from slamming.data.corpus import UnitCorpus
 from slamming.data.stories import StoryGenerator
+from slamming.data.synthetic import SyntheticSpeechDataModule
+from slamming.data.texts import split_texts, text_id
+from slamming.errors import SlammingError
+from slamming.speech.tts import DEFAULT_VOICES, EspeakEngine, plan_jobs
 from tests.conftest import TINY_BACKBONE
 
 
-def _config(tmp_path: Path) -> Path:
-    cfg = {
+def _config(tmp_path: Path, max_steps: int = 6, **data: Any) -> Path:
+    cfg: dict[str, Any] = {
         "seed_everything": 0,
         "trainer": {
             "accelerator": "cpu",
-            "max_steps": 6,
+            "max_steps": max_steps,
             "log_every_n_steps": 1,
             "val_check_interval": 3,
             "check_val_every_n_epoch": None,
@@ -44,6 +51,7 @@ def _config(tmp_path: Path) -> Path:
                 "progress": False,
                 "context_length": 64,
                 "batch_size": 4,
+                **data,
             },
         },
     }
@@ -75,3 +83,83 @@ def test_builds_once_then_reuses_and_trains(tmp_path: Path, caplog: pytest.LogCa
     assert any("reusing the cached synthetic corpus" in r.getMessage() for r in caplog.records)
     assert not any("building the synthetic corpus" in r.getMessage() for r in caplog.records)
     assert len(list((tmp_path / "cache").glob("stories-*"))) == 1
+
+
+def test_user_text_file_is_spoken_split_by_hash_and_cached_by_content(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    texts = [st.text for st in StoryGenerator(3).stories(12, "train")]
+    messy = "\n".join(
+        f"  {t.replace(' ', '   ', 2)}\t" + ("\n" if i % 4 == 0 else "") for i, t in enumerate(texts)
+    )
+    (tmp_path / "mine.txt").write_text(messy + "\n")
+    train_texts, val_texts = split_texts(texts, 0.25, seed=0)
+    assert len(val_texts) > 0 and len(train_texts) > 0  # the fixture exercises both splits
+    data = {
+        "text_files": [str(tmp_path / "mine.txt")],
+        "val_fraction": 0.25,
+        "fit_stories": 8,
+        "tts_workers": 3,
+    }
+    cfg = _config(tmp_path, max_steps=2, **data)
+    with caplog.at_level("INFO"):
+        main(["fit", "--config", str(cfg)])
+    assert any("building the synthetic corpus" in r.getMessage() for r in caplog.records)
+    assert any("text corpus: read 12 texts from 15 lines" in r.getMessage() for r in caplog.records)
+    builds = list((tmp_path / "cache").glob("texts-*"))
+    assert len(builds) == 1 and not list((tmp_path / "cache").glob("stories-*"))
+    train, val = UnitCorpus(builds[0] / "train"), UnitCorpus(builds[0] / "val")
+    assert [train.text(i) for i in range(len(train))] == train_texts
+    assert [val.text(i) for i in range(len(val))] == val_texts
+    for corpus in (train, val):
+        for i in range(len(corpus)):
+            ident, voice, rate, pitch = corpus.source(i).split("|")
+            assert ident == text_id(corpus.text(i)) and voice in DEFAULT_VOICES
+            assert 150 <= int(rate) <= 190 and 35 <= int(pitch) <= 65
+    assert train.tokenizer["k"] == 32 and int(train.document(0).max()) < 32
+    done = json.loads((builds[0] / "done.json").read_text())
+    assert done["settings"]["texts_sha256"] == SyntheticSpeechDataModule(**data).text_corpus.content_hash
+    assert done["text_report"]["texts"] == 12 and done["text_report"]["skipped"] == {}
+    assert (done["train_documents"], done["val_documents"]) == (len(train_texts), len(val_texts))
+
+    # The same content under another name reuses the build; editing one line changes the key.
+    (tmp_path / "mine.txt").rename(tmp_path / "renamed.txt")
+    data["text_files"] = [str(tmp_path / "renamed.txt")]
+    cfg = _config(tmp_path, max_steps=2, **data)
+    init_args = yaml.safe_load(cfg.read_text())["data"]["init_args"]
+    assert SyntheticSpeechDataModule(**init_args).build_dir == builds[0]
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        main(["fit", "--config", str(cfg)])
+    assert any("reusing the cached synthetic corpus" in r.getMessage() for r in caplog.records)
+    assert not any("building the synthetic corpus" in r.getMessage() for r in caplog.records)
+    assert list((tmp_path / "cache").glob("texts-*")) == builds
+    (tmp_path / "edited.txt").write_text("\n".join([*texts[:5], "An edited line.", *texts[6:]]))
+    edited = SyntheticSpeechDataModule(**{**init_args, "text_files": [str(tmp_path / "edited.txt")]})
+    assert edited.build_dir.parent == builds[0].parent and edited.build_dir != builds[0]
+
+
+def test_text_files_that_all_fall_into_validation_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "one.txt").write_text("A single line.\n")
+    _, val = split_texts(["A single line."], 0.99, seed=0)
+    assert val == ["A single line."]
+    with pytest.raises(SlammingError, match="fell into validation; lower data.val_fraction"):
+        SyntheticSpeechDataModule(
+            cache_dir=str(tmp_path), text_files=[str(tmp_path / "one.txt")], val_fraction=0.99
+        )
+    with pytest.raises(SlammingError, match="missing.txt does not exist"):
+        SyntheticSpeechDataModule(cache_dir=str(tmp_path), text_files=[str(tmp_path / "missing.txt")])
+
+
+def test_build_progress_bars_name_their_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dm = SyntheticSpeechDataModule(
+        cache_dir=str(tmp_path), num_train_stories=2, num_val_stories=0, progress=True
+    )
+    engine = EspeakEngine(voices=["en-us"])
+    jobs = plan_jobs(["One short line.", "Another one.", "And a third."], engine, seed=0)
+    stream = dm._speak(engine, jobs, "Speaking train texts")
+    first = next(stream)
+    stream.close()  # closing early stops the synthesis stream and the bar
+    assert first.dtype == torch.float32 and first.numel() > 0
+    err = capsys.readouterr().err
+    assert "Speaking train texts" in err and "/3" in err and "Synthesising speech" not in err

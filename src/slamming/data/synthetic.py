@@ -1,11 +1,13 @@
-"""``SyntheticSpeechDataModule``: stories → TTS → unit tokeniser → unit corpora, cached, then packed.
+"""``SyntheticSpeechDataModule``: texts → TTS → unit tokeniser → unit corpora, cached, then packed.
 
-Everything happens offline: the stories come from :mod:`slamming.data.stories`, the speech from
-espeak-ng, the units from an MFCC tokeniser fitted on the synthesised training speech. The whole
-build runs once in ``prepare_data`` (rank 0 of each node) and lands in a cache folder named by a
-hash of every setting that changes its content; a second run with the same settings reuses it and
-says so. Audio is streamed — synthesised, tokenised and written one utterance at a time — so memory
-does not grow with the number of stories.
+Everything happens offline: the texts are the generated stories of :mod:`slamming.data.stories`
+(the default) or a user's corpus read by :mod:`slamming.data.texts` (plain lines, jsonl or
+TinyStories-style files); the speech comes from espeak-ng in several voices on parallel workers, the
+units from an MFCC tokeniser fitted on the synthesised training speech. The whole build runs once in
+``prepare_data`` (rank 0 of each node) and lands in a cache folder named by a hash of every setting
+that changes its content — for a user corpus, the hash of its texts, not its file names. A second
+run with the same settings reuses it and says so. Audio is streamed — synthesised, tokenised and
+written one utterance at a time — so memory does not grow with the number of texts.
 """
 
 from __future__ import annotations
@@ -14,30 +16,36 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.utilities import rank_zero_info
+from tqdm.auto import tqdm
 
 from slamming.data.corpus_writer import CorpusWriter
 from slamming.data.pretrain import UnitDataModule
-from slamming.data.stories import Story, StoryGenerator
+from slamming.data.stories import StoryGenerator
+from slamming.data.texts import TextCorpus, TextFormat, read_texts, split_texts, text_id
+from slamming.errors import SlammingError
 from slamming.speech.tokenizer import MFCCTokenizer
-from slamming.speech.tts import DEFAULT_VOICES, EspeakEngine, plan_jobs, synthesize_many
+from slamming.speech.tts import DEFAULT_VOICES, EspeakEngine, SpeechJob, plan_jobs, synthesize_many
 
 #: Bump when the build's output changes for the same settings (invalidates old caches).
 BUILD_VERSION = 1
 
 
 class SyntheticSpeechDataModule(UnitDataModule):
-    """Builds spoken-story unit corpora offline and serves them like :class:`UnitDataModule`.
+    """Builds spoken unit corpora offline and serves them like :class:`UnitDataModule`.
 
     Args:
         cache_dir: where built corpora are kept (one sub-folder per settings hash).
-        num_train_stories: stories spoken for training.
-        num_val_stories: held-out stories spoken for validation (a disjoint split).
-        story_seed: seed of the story generator.
-        voices: espeak-ng voices; each story gets one, drawn from ``tts_seed``.
+        num_train_stories: stories spoken for training (generated stories only).
+        num_val_stories: held-out stories spoken for validation (a disjoint split; generated
+            stories only).
+        story_seed: seed of the story generator, or of the train/validation split of ``text_files``.
+        voices: espeak-ng voices; each text gets one, drawn from ``tts_seed``.
         rate_range: speaking rate range (words per minute).
         pitch_range: pitch range (espeak-ng scale 0–99).
         tts_seed: seed of the voice/rate/pitch plan.
@@ -46,11 +54,22 @@ class SyntheticSpeechDataModule(UnitDataModule):
         frame_rate: frame rate of the MFCC units when ``segment`` is off.
         segment: phone-like change-point segments instead of fixed frames (what made a tiny model
             learn story coherence in our measurements).
-        fit_stories: training stories whose speech fits the k-means.
+        fit_stories: training texts whose speech fits the k-means (the first ones).
         kmeans_seed: seed of the k-means fit.
         progress: show progress bars while building.
+        text_files: a user's text corpus to speak instead of the generated stories (see
+            :func:`slamming.data.texts.read_texts`). The files are read when the module is made, to
+            hash their content for the cache key; lines that cannot be used are skipped and counted.
+        text_format: ``"auto"``, ``"lines"``, ``"jsonl"`` or ``"tinystories"``.
+        text_field: the key holding the text in jsonl files.
+        val_fraction: share of ``text_files`` texts held out for validation, chosen by a hash of
+            each text (:func:`slamming.data.texts.split_texts`), so adding texts never moves others.
         **kwargs: :class:`UnitDataModule` arguments (context_length, batch_size, num_workers, seed,
             verify_checksums, pin_memory).
+
+    Raises:
+        SlammingError: a text file is missing or holds no usable text, or every text fell into
+            validation.
     """
 
     def __init__(
@@ -70,6 +89,10 @@ class SyntheticSpeechDataModule(UnitDataModule):
         fit_stories: int = 200,
         kmeans_seed: int = 0,
         progress: bool = True,
+        text_files: list[str] | None = None,
+        text_format: TextFormat = "auto",
+        text_field: str = "text",
+        val_fraction: float = 0.05,
         context_length: int = 256,
         batch_size: int = 16,
         num_workers: int = 0,
@@ -78,11 +101,34 @@ class SyntheticSpeechDataModule(UnitDataModule):
         pin_memory: bool = True,
     ) -> None:
         self.cache_dir = Path(cache_dir)
+        self.text_corpus: TextCorpus | None = None
+        if text_files:
+            self.text_corpus = read_texts(list(text_files), format=text_format, field=text_field)
+            self._train_texts, self._val_texts = split_texts(
+                self.text_corpus.texts, val_fraction, seed=story_seed
+            )
+            if not self._train_texts:
+                raise SlammingError(
+                    f"all {len(self._val_texts)} texts of data.text_files fell into validation; "
+                    "lower data.val_fraction or add texts"
+                )
+            source: dict[str, Any] = {
+                "texts_sha256": self.text_corpus.content_hash,
+                "val_fraction": float(val_fraction),
+                "split_seed": int(story_seed),
+            }
+            num_train, num_val = len(self._train_texts), len(self._val_texts)
+        else:
+            source = {
+                "num_train_stories": int(num_train_stories),
+                "num_val_stories": int(num_val_stories),
+                "story_seed": int(story_seed),
+            }
+            self._train_texts, self._val_texts = [], []
+            num_train, num_val = int(num_train_stories), int(num_val_stories)
         self.settings: dict[str, Any] = {
             "build_version": BUILD_VERSION,
-            "num_train_stories": int(num_train_stories),
-            "num_val_stories": int(num_val_stories),
-            "story_seed": int(story_seed),
+            **source,
             "voices": list(voices) if voices else list(DEFAULT_VOICES),
             "rate_range": [int(rate_range[0]), int(rate_range[1])],
             "pitch_range": [int(pitch_range[0]), int(pitch_range[1])],
@@ -90,16 +136,16 @@ class SyntheticSpeechDataModule(UnitDataModule):
             "num_units": int(num_units),
             "frame_rate": int(frame_rate),
             "segment": bool(segment),
-            "fit_stories": int(min(fit_stories, num_train_stories)),
+            "fit_stories": int(min(fit_stories, num_train)),
             "kmeans_seed": int(kmeans_seed),
         }
         self.tts_workers = int(tts_workers)
         self.progress = progress
         key = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
-        self.build_dir = self.cache_dir / f"stories-{key}"
+        self.build_dir = self.cache_dir / f"{'texts' if text_files else 'stories'}-{key}"
         super().__init__(
             train=str(self.build_dir / "train"),
-            val=str(self.build_dir / "val") if num_val_stories > 0 else None,
+            val=str(self.build_dir / "val") if num_val > 0 else None,
             context_length=context_length,
             batch_size=batch_size,
             num_workers=num_workers,
@@ -123,10 +169,23 @@ class SyntheticSpeechDataModule(UnitDataModule):
             info = json.loads(done.read_text())
             rank_zero_info(
                 f"reusing the cached synthetic corpus {self.build_dir} "
-                f"({info['train_documents']} train / {info['val_documents']} val stories, {info['hours']:.1f} h of speech)"
+                f"({info['train_documents']} train / {info['val_documents']} val documents, "
+                f"{info['hours']:.1f} h of speech)"
             )
             return
         self.build()
+
+    def _texts(self) -> tuple[list[str], list[str]]:
+        """The train and validation texts to speak: the user's corpus or generated stories."""
+        if self.text_corpus is not None:
+            return self._train_texts, self._val_texts
+        s = self.settings
+        generator = StoryGenerator(s["story_seed"])
+        train = [st.text for st in generator.stories(s["num_train_stories"], "train")]
+        val = (
+            [st.text for st in generator.stories(s["num_val_stories"], "val")] if s["num_val_stories"] else []
+        )
+        return train, val
 
     def build(self) -> None:
         """Synthesise, tokenise and write the corpora into :attr:`build_dir`."""
@@ -136,32 +195,37 @@ class SyntheticSpeechDataModule(UnitDataModule):
         if tmp.exists():  # left by an interrupted build of ours: nothing of the user's
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        rank_zero_info(
-            f"building the synthetic corpus {self.build_dir}: {s['num_train_stories']} + {s['num_val_stories']} "
-            f"stories, voices {', '.join(s['voices'])}, {s['num_units']} units"
+        train, val = self._texts()
+        what = (
+            "stories"
+            if self.text_corpus is None
+            else f"texts of {len(self.text_corpus.report.files)} file(s)"
         )
-        generator = StoryGenerator(s["story_seed"])
-        train = generator.stories(s["num_train_stories"], "train")
-        val = generator.stories(s["num_val_stories"], "val") if s["num_val_stories"] else []
+        rank_zero_info(
+            f"building the synthetic corpus {self.build_dir}: {len(train)} + {len(val)} {what}, "
+            f"voices {', '.join(s['voices'])}, {s['num_units']} units, {self.tts_workers} TTS workers"
+        )
+        if self.text_corpus is not None:
+            rank_zero_info(f"text corpus: {self.text_corpus.report.summary()}")
         engine = EspeakEngine(
             voices=s["voices"], rate_range=tuple(s["rate_range"]), pitch_range=tuple(s["pitch_range"])
         )
-        train_jobs = plan_jobs([st.text for st in train], engine, s["tts_seed"])
+        train_jobs = plan_jobs(train, engine, s["tts_seed"])
         fit_jobs = train_jobs[: s["fit_stories"]]
-        fit_wavs = list(synthesize_many(engine, fit_jobs, workers=self.tts_workers, progress=self.progress))
+        fit_wavs = list(self._speak(engine, fit_jobs, "Speaking the k-means fitting texts"))
         tokenizer = MFCCTokenizer(k=s["num_units"], frame_rate=s["frame_rate"], segment=s["segment"])
         tokenizer.fit(fit_wavs, seed=s["kmeans_seed"])
         tokenizer.save(tmp / "tokenizer")
         stats: dict[str, Any] = {}
         stats["train"] = self._write_split(
-            tmp / "train", train, train_jobs, engine, tokenizer, reuse=fit_wavs
+            tmp / "train", "train", train_jobs, engine, tokenizer, reuse=fit_wavs
         )
         del fit_wavs
         if val:
-            val_jobs = plan_jobs([st.text for st in val], engine, s["tts_seed"] + 1)
-            stats["val"] = self._write_split(tmp / "val", val, val_jobs, engine, tokenizer, reuse=[])
+            val_jobs = plan_jobs(val, engine, s["tts_seed"] + 1)
+            stats["val"] = self._write_split(tmp / "val", "val", val_jobs, engine, tokenizer, reuse=[])
         hours = sum(v["seconds"] for v in stats.values()) / 3600
-        summary = {
+        summary: dict[str, Any] = {
             "settings": s,
             "train_documents": len(train),
             "val_documents": len(val),
@@ -169,6 +233,16 @@ class SyntheticSpeechDataModule(UnitDataModule):
             "tokens": {k: v["tokens"] for k, v in stats.items()},
             "build_seconds": round(time.perf_counter() - started, 1),
         }
+        if self.text_corpus is not None:
+            report = self.text_corpus.report
+            summary["text_report"] = {
+                "files": report.files,
+                "lines": report.lines,
+                "texts": report.texts,
+                "split": report.split,
+                "skipped": report.skipped,
+                "examples": report.examples,
+            }
         (tmp / "done.json").write_text(json.dumps(summary, indent=2))
         if self.build_dir.exists():  # a previous build without done.json: incomplete, ours
             shutil.rmtree(self.build_dir)
@@ -178,31 +252,50 @@ class SyntheticSpeechDataModule(UnitDataModule):
             f"{stats['train']['tokens']} train tokens"
         )
 
+    def _speak(self, engine: EspeakEngine, jobs: list[SpeechJob], desc: str) -> Iterator[torch.Tensor]:
+        """Synthesise ``jobs`` in order on :attr:`tts_workers` threads under a bar named ``desc``.
+
+        ``synthesize_many``'s own bar always reads "Synthesising speech"; ours says which part of
+        the build is being spoken, so its bar is turned off and the stream is wrapped instead.
+        Closing this generator early also closes the synthesis stream (queued jobs are dropped).
+        """
+        stream = synthesize_many(engine, jobs, workers=self.tts_workers, progress=False)
+        with tqdm(total=len(jobs), desc=desc, unit="utt", disable=not self.progress) as bar:
+            try:
+                for wav in stream:
+                    bar.update(1)
+                    yield wav
+            finally:
+                stream.close()
+
     def _write_split(
         self,
         path: Path,
-        stories: list[Story],
-        jobs: list,
+        split: str,
+        jobs: list[SpeechJob],
         engine: EspeakEngine,
         tokenizer: MFCCTokenizer,
-        reuse: list,
+        reuse: list[torch.Tensor],
     ) -> dict[str, float]:
+        """Speak, tokenise and write one split; the first ``len(reuse)`` waveforms are given."""
         seconds = 0.0
         tokens = 0
-        rest = synthesize_many(engine, jobs[len(reuse) :], workers=self.tts_workers, progress=self.progress)
-        with CorpusWriter(path, tokenizer=tokenizer.identity, num_units=tokenizer.k) as writer:
-            for i, story in enumerate(stories):
-                wav = reuse[i] if i < len(reuse) else next(rest)
-                units, durations = tokenizer.encode(wav)
-                job = jobs[i]
-                writer.add(
-                    units,
-                    durations=durations,
-                    text=story.text,
-                    source=f"{story.id}|{job.voice}|{job.rate}|{job.pitch}",
-                )
-                seconds += wav.numel() / engine.sample_rate
-                tokens += len(units)
+        rest = self._speak(engine, jobs[len(reuse) :], f"Speaking {split} texts")
+        try:
+            with CorpusWriter(path, tokenizer=tokenizer.identity, num_units=tokenizer.k) as writer:
+                for i, job in enumerate(jobs):
+                    wav = reuse[i] if i < len(reuse) else next(rest)
+                    units, durations = tokenizer.encode(wav)
+                    writer.add(
+                        units,
+                        durations=durations,
+                        text=job.text,
+                        source=f"{text_id(job.text)}|{job.voice}|{job.rate}|{job.pitch}",
+                    )
+                    seconds += wav.numel() / engine.sample_rate
+                    tokens += len(units)
+        finally:
+            rest.close()  # stops the TTS threads early if writing failed
         return {"seconds": seconds, "tokens": tokens}
 
     def setup(self, stage: str | None = None) -> None:
