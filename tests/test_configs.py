@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,17 @@ def test_config_starts_with_command_hardware_and_data(path: Path) -> None:
     assert "Hardware:" in text and "Data:" in text
 
 
+def _subcommand(path: Path) -> str:
+    """The subcommand named in the config's header (``# Command: slamming predict --config …``)."""
+    match = re.search(r"slamming (fit|validate|test|predict) --config", path.read_text())
+    assert match, f"{path}: no `slamming <subcommand> --config` in the header"
+    return match.group(1)
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=str)
 def test_config_parses(path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(path), "--print_config"])
+        main([_subcommand(path), "--config", str(path), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"].startswith("slamming.")

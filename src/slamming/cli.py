@@ -72,11 +72,18 @@ def run_lightning(args: Sequence[str] | None) -> SlammingCLI:
     """Run the LightningCLI on ``args`` (``fit --config …``) and return it."""
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
+    argv = sys.argv[1:] if args is None else list(args)
+    extra: dict[str, Any] = {}
+    if argv and argv[0] == "predict":
+        # Extraction has no logger, so the config would land in the working directory, and a rerun
+        # after a crash would stop on it; the corpus records the tokeniser instead.
+        extra["save_config_callback"] = None
     return SlammingCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        **extra,
         args=None if args is None else list(args),
         parser_kwargs={
             "description": "Train and evaluate speech language models the Slam way.",

@@ -1,0 +1,158 @@
+"""``UnitCorpusWriter``: write extracted units per rank, restartably, then merge them into one corpus.
+
+Every rank buffers the records of ``predict_step`` and writes them in small *parts* — each a complete
+unit corpus, written atomically by :class:`~slamming.data.corpus_writer.CorpusWriter` — under
+``<output>.parts/``. A part is never written twice and never half-written, so after a crash a rerun
+reads the ids already in the parts, tells the data module to skip them, and continues. When every rank
+is done, rank 0 merges all parts in manifest order into ``output`` (so the corpus is the same token
+for token whatever the number of ranks or interruptions) and removes the parts.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+
+from slamming.data.corpus import UnitCorpus
+from slamming.data.corpus_writer import CorpusWriter
+from slamming.errors import CorpusError
+
+
+def _records_of(part: UnitCorpus) -> list[dict[str, Any]]:
+    return [json.loads(part.source(i)) for i in range(len(part))]
+
+
+class UnitCorpusWriter(BasePredictionWriter):
+    """Prediction writer that turns ``UnitExtraction`` records into a unit corpus.
+
+    Args:
+        output: the corpus directory to create.
+        part_size: records per part file (smaller parts lose less work to a crash).
+        overwrite: replace an existing corpus at ``output`` (never anything else).
+    """
+
+    def __init__(self, output: str, part_size: int = 256, overwrite: bool = False) -> None:
+        super().__init__(write_interval="batch")
+        self.output = Path(output)
+        self.parts_dir = self.output.with_name(self.output.name + ".parts")
+        self.part_size = int(part_size)
+        self.overwrite = overwrite
+        self._buffer: list[dict[str, Any]] = []
+        self._identity: dict[str, Any] | None = None
+        self._num_units = 0
+        self.resumed_ids: set[str] = set()
+
+    # -- start: what is already done ------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "predict":
+            return
+        if (self.output / "meta.json").exists() and not self.overwrite:
+            raise CorpusError(f"{self.output} already holds a corpus; pass overwrite=true to replace it")
+        self._identity = dict(pl_module.identity)
+        self._num_units = int(pl_module.num_units)
+        done: set[str] = set()
+        if self.parts_dir.is_dir():
+            for part in sorted(p for p in self.parts_dir.iterdir() if p.is_dir()):
+                if part.name.startswith("."):  # a part interrupted while being written
+                    shutil.rmtree(part, ignore_errors=True)
+                    continue
+                corpus = UnitCorpus(part)
+                if corpus.tokenizer != self._identity:
+                    raise CorpusError(
+                        f"{part} was made by another tokeniser than this run's; delete {self.parts_dir} to start over"
+                    )
+                done.update(r["id"] for r in _records_of(corpus))
+        self.resumed_ids = done
+        if done:
+            rank_zero_info(f"resuming extraction into {self.output}: {len(done)} items already done, skipped")
+        datamodule = trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "skip_ids"):
+            datamodule.skip_ids = set(done)
+
+    # -- per batch ---------------------------------------------------------------------------------
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._buffer.extend(prediction)
+        if len(self._buffer) >= self.part_size:
+            self._flush(trainer.global_rank)
+
+    def _flush(self, rank: int) -> None:
+        if not self._buffer:
+            return
+        assert self._identity is not None
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        name = f"rank{rank:04d}-{min(r['order'] for r in self._buffer):012d}-{secrets.token_hex(3)}"
+        with CorpusWriter(self.parts_dir / name, tokenizer=self._identity, num_units=self._num_units) as writer:
+            for r in self._buffer:
+                meta = {k: r[k] for k in ("id", "order", "segment", "source", "seconds")}
+                writer.add(r["units"], durations=r["durations"], source=json.dumps(meta))
+        self._buffer = []
+
+    # -- end: merge --------------------------------------------------------------------------------
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._flush(trainer.global_rank)
+        bad = list(getattr(trainer.datamodule, "bad_files", None) or [])
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        (self.parts_dir / f"bad-rank{trainer.global_rank:04d}.json").write_text(
+            json.dumps([[str(path), str(reason)] for path, reason in bad])
+        )
+        trainer.strategy.barrier("unit-writer-parts")
+        if trainer.is_global_zero:
+            self.merge()
+        trainer.strategy.barrier("unit-writer-merged")
+
+    def merge(self) -> Path:
+        """Merge every part into :attr:`output` in manifest order, then remove the parts."""
+        entries: list[tuple[int, int, str, UnitCorpus, int]] = []
+        bad: dict[str, str] = {}
+        for report in sorted(self.parts_dir.glob("bad-rank*.json")):
+            bad.update(dict(json.loads(report.read_text())))
+        if self.parts_dir.is_dir():
+            for part in sorted(p for p in self.parts_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                corpus = UnitCorpus(part)
+                for i, record in enumerate(_records_of(corpus)):
+                    entries.append((record["order"], record.get("segment", 0), record["id"], corpus, i))
+        if not entries:
+            raise CorpusError(f"no audio was tokenised for {self.output}: every input was skipped or bad")
+        entries.sort(key=lambda e: (e[0], e[1], e[2]))  # manifest order, then the cuts of a file
+        assert self._identity is not None
+        seconds = 0.0
+        with CorpusWriter(
+            self.output, tokenizer=self._identity, num_units=self._num_units, overwrite=self.overwrite
+        ) as writer:
+            seen: set[str] = set()
+            for _, _, item_id, corpus, i in entries:
+                if item_id in seen:  # the same item done twice (e.g. a rank restarted): keep one
+                    continue
+                seen.add(item_id)
+                record = json.loads(corpus.source(i))
+                seconds += float(record.get("seconds", 0.0))
+                writer.add(
+                    np.asarray(corpus.document(i)),
+                    durations=corpus.durations(i),
+                    source=record["source"] if "#" not in item_id else item_id,
+                )
+        # Beside the corpus files (not part of its checksummed content): what was left out, and why.
+        (self.output / "bad_files.json").write_text(json.dumps(bad, indent=2, sort_keys=True) + "\n")
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        rank_zero_info(f"wrote {self.output}: {len(seen)} items, {seconds / 3600:.2f} h of audio")
+        if bad:
+            listed = "; ".join(f"{path}: {reason}" for path, reason in sorted(bad.items()))
+            rank_zero_info(f"skipped {len(bad)} bad file(s), listed in {self.output / 'bad_files.json'}: {listed}")
+        return self.output

@@ -1,0 +1,90 @@
+"""``UnitExtraction``: speech → units as a LightningModule, for ``slamming predict``.
+
+The tokeniser (MFCC or HuBERT + k-means, saved with its ``save``) runs in ``predict_step``; a
+:class:`~slamming.callbacks.unit_writer.UnitCorpusWriter` callback writes what each rank produced and
+merges it into one unit corpus. Multi-GPU and multi-node extraction come from Lightning's
+strategies (``trainer.devices``, ``trainer.num_nodes``), not from scripts of ours.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from slamming.errors import SlammingError
+from slamming.speech.tokenizer import MFCCTokenizer
+
+
+def load_saved_tokenizer(directory: str | Path) -> Any:
+    """Load a tokeniser saved by ``save(dir)``, whatever its kind (``tokenizer.json`` says which)."""
+    path = Path(directory)
+    settings = path / "tokenizer.json"
+    if not settings.is_file():
+        raise SlammingError(
+            f"{path} holds no saved tokeniser (no tokenizer.json); fit one and save it with its save(dir)"
+        )
+    kind = json.loads(settings.read_text()).get("kind", "mfcc")
+    if kind == "mfcc":
+        return MFCCTokenizer.load(path)
+    try:
+        from slamming.speech.hubert_tokenizer import load_tokenizer
+    except ImportError:
+        raise SlammingError(f"{path}: tokeniser kind {kind!r} is not supported by this version") from None
+    return load_tokenizer(path)
+
+
+class UnitExtraction(pl.LightningModule):
+    """Encode batches of waveforms into deduplicated units with a saved tokeniser.
+
+    Args:
+        tokenizer: folder of a saved tokeniser (``MFCCTokenizer.save`` / ``HubertTokenizer.save``).
+        sample_rate: rate of the incoming waveforms (the data module resamples to it).
+
+    ``predict_step`` returns one record per item: ``id``, ``order`` (position of its file in the
+    manifest) and ``segment`` (index of the cut of a long recording) for a deterministic merge,
+    ``source``, ``units`` (uint16), ``durations`` (int32) and ``seconds``.
+    """
+
+    def __init__(self, tokenizer: str, sample_rate: int = 16000) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.tokenizer = load_saved_tokenizer(tokenizer)
+        self.sample_rate = int(sample_rate)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Identity of the tokeniser, recorded in the corpus."""
+        return dict(self.tokenizer.identity)
+
+    @property
+    def num_units(self) -> int:
+        """K of the tokeniser."""
+        return int(self.tokenizer.identity["k"])
+
+    def on_predict_start(self) -> None:
+        move = getattr(self.tokenizer, "to", None)
+        if callable(move):
+            move(self.device)
+
+    @torch.inference_mode()
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        waves = batch["waveforms"]
+        encoded = self.tokenizer.encode_batch(waves)
+        records = []
+        for i, (units, durations) in enumerate(encoded):
+            records.append(
+                {
+                    "id": batch["ids"][i],
+                    "order": int(batch["orders"][i]),
+                    "segment": int(batch["segments"][i]) if "segments" in batch else 0,
+                    "source": batch["sources"][i],
+                    "units": units,
+                    "durations": durations,
+                    "seconds": waves[i].numel() / self.sample_rate,
+                }
+            )
+        return records
