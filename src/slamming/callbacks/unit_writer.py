@@ -98,7 +98,9 @@ class UnitCorpusWriter(BasePredictionWriter):
         assert self._identity is not None
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         name = f"rank{rank:04d}-{min(r['order'] for r in self._buffer):012d}-{secrets.token_hex(3)}"
-        with CorpusWriter(self.parts_dir / name, tokenizer=self._identity, num_units=self._num_units) as writer:
+        with CorpusWriter(
+            self.parts_dir / name, tokenizer=self._identity, num_units=self._num_units
+        ) as writer:
             for r in self._buffer:
                 meta = {k: r[k] for k in ("id", "order", "segment", "source", "seconds")}
                 writer.add(r["units"], durations=r["durations"], source=json.dumps(meta))
@@ -124,7 +126,9 @@ class UnitCorpusWriter(BasePredictionWriter):
         for report in sorted(self.parts_dir.glob("bad-rank*.json")):
             bad.update(dict(json.loads(report.read_text())))
         if self.parts_dir.is_dir():
-            for part in sorted(p for p in self.parts_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for part in sorted(
+                p for p in self.parts_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+            ):
                 corpus = UnitCorpus(part)
                 for i, record in enumerate(_records_of(corpus)):
                     entries.append((record["order"], record.get("segment", 0), record["id"], corpus, i))
@@ -154,5 +158,7 @@ class UnitCorpusWriter(BasePredictionWriter):
         rank_zero_info(f"wrote {self.output}: {len(seen)} items, {seconds / 3600:.2f} h of audio")
         if bad:
             listed = "; ".join(f"{path}: {reason}" for path, reason in sorted(bad.items()))
-            rank_zero_info(f"skipped {len(bad)} bad file(s), listed in {self.output / 'bad_files.json'}: {listed}")
+            rank_zero_info(
+                f"skipped {len(bad)} bad file(s), listed in {self.output / 'bad_files.json'}: {listed}"
+            )
         return self.output
