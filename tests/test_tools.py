@@ -64,3 +64,62 @@ def test_export_checkpoint_tool(tmp_path: Path, unit_corpora: dict, capsys: pyte
     with pytest.raises(SystemExit):
         main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "x")])
     assert "missing.ckpt does not exist" in capsys.readouterr().err
+
+
+def test_tokenizer_fit_and_from_kmeans_tools(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import joblib
+    import numpy as np
+    import soundfile as sf
+    from sklearn.cluster import KMeans as SkKMeans
+
+    from slamming.speech.hubert import HubertFeatures
+    from slamming.speech.hubert_tokenizer import load_tokenizer
+    from tests.speech.test_hubert import tiny_hubert
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        sf.write(audio / f"a{i}.wav", 0.1 * rng.standard_normal(16000 + 4000 * i), 16000)
+    (audio / "broken.wav").write_bytes(b"not audio")
+    main(
+        [
+            "tokenizer",
+            "fit",
+            "--kind",
+            "mfcc",
+            "--audio",
+            str(audio),
+            "--k",
+            "8",
+            "--out",
+            str(tmp_path / "mfcc"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "skipped broken.wav" in out and "fitted on 4 files" in out
+    assert load_tokenizer(tmp_path / "mfcc").identity["k"] == 8
+
+    model = tiny_hubert(tmp_path / "hubert")
+    main(["tokenizer", "fit", "--kind", "hubert", "--model", str(model), "--layer", "2", "--audio", str(audio),
+          "--k", "6", "--out", str(tmp_path / "hub")])  # fmt: skip
+    fitted = load_tokenizer(tmp_path / "hub")
+    assert fitted.identity["kind"] == "hubert" and fitted.identity["k"] == 6 and fitted.identity["layer"] == 2
+
+    feats = torch.cat(HubertFeatures(str(model), layer=2)([torch.randn(16000)])).numpy()
+    joblib.dump(SkKMeans(n_clusters=5, n_init=1, random_state=0).fit(feats), tmp_path / "km5.bin")
+    args = [
+        "tokenizer",
+        "from-kmeans",
+        "--model",
+        str(model),
+        "--layer",
+        "2",
+        "--kmeans",
+        str(tmp_path / "km5.bin"),
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--out", str(tmp_path / "refused")])
+    assert exit_info.value.code == 2 and "trust_pickle" in capsys.readouterr().err
+    main([*args, "--trust-pickle", "--out", str(tmp_path / "community")])
+    assert load_tokenizer(tmp_path / "community").identity["k"] == 5

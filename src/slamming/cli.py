@@ -6,7 +6,8 @@ configured at the top level of a config: ``budget`` (:class:`~slamming.callbacks
 and ``throughput`` (:class:`~slamming.callbacks.throughput.Throughput`). The number of units and the
 context length are linked from the data to the model, never typed twice.
 
-``slamming corpus …`` and ``slamming export …`` are plain tools (see ``slamming corpus --help``).
+``slamming corpus …``, ``slamming tokenizer …`` and ``slamming export …`` are plain tools (see
+``slamming corpus --help``).
 
 A :class:`~slamming.errors.SlammingError` (a user mistake) is printed as one line, without a
 traceback, and the command exits with status 2.
@@ -97,7 +98,7 @@ def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     _configure_logging()
     try:
-        if argv and argv[0] in ("corpus", "export"):
+        if argv and argv[0] in ("corpus", "export", "tokenizer"):
             from slamming.tools import run_tool
 
             run_tool(argv)

@@ -8,6 +8,8 @@
     slamming corpus import-tokens SRC DST --num-units K [--tokenizer JSON]
     slamming corpus export-features DIR DST   write the authors' features.jsonl
     slamming export CHECKPOINT OUT_DIR        Lightning checkpoint → Hugging Face folder
+    slamming tokenizer fit --kind mfcc|hubert --audio DIR_OR_MANIFEST --k K --out DIR [--model HUBERT]
+    slamming tokenizer from-kmeans --model HUBERT --kmeans FILE [--trust-pickle] --out DIR
 """
 
 from __future__ import annotations
@@ -66,6 +68,30 @@ def _parser() -> argparse.ArgumentParser:
     p = csub.add_parser("export-features", help="write a corpus as the authors' features.jsonl")
     p.add_argument("path")
     p.add_argument("dst")
+    tok = sub.add_parser(
+        "tokenizer", help="make a unit tokeniser for `slamming predict` (configs/tiny/tokenize.yaml)"
+    )
+    tsub = tok.add_subparsers(dest="action", required=True)
+    p = tsub.add_parser("fit", help="fit a tokeniser's k-means on speech and save it")
+    p.add_argument("--kind", choices=("mfcc", "hubert"), required=True)
+    p.add_argument("--audio", required=True, help="an audio folder or a .tsv/.jsonl manifest")
+    p.add_argument("--k", type=int, required=True, help="number of units")
+    p.add_argument("--out", required=True, help="folder to save the tokeniser to")
+    p.add_argument("--model", help="HuBERT folder or hub id (kind hubert)")
+    p.add_argument("--layer", type=int, default=11, help="HuBERT layer (default 11, as the paper)")
+    p.add_argument("--max-files", type=int, default=2000, help="files read (a seeded sample)")
+    p.add_argument("--max-vectors", type=int, default=200_000, help="vectors the k-means sees")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p = tsub.add_parser("from-kmeans", help="a HuBERT tokeniser from a community k-means file (…_km500.bin)")
+    p.add_argument("--model", required=True, help="HuBERT folder or hub id, e.g. a local mhubert-base-25hz")
+    p.add_argument("--kmeans", required=True, help="a .safetensors centroid file or a joblib/sklearn pickle")
+    p.add_argument(
+        "--trust-pickle", action="store_true", help="allow unpickling (runs code: trusted files only)"
+    )
+    p.add_argument("--layer", type=int, default=11)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="cpu")
     exp = sub.add_parser("export", help="export a Lightning checkpoint as a Hugging Face model folder")
     exp.add_argument("checkpoint")
     exp.add_argument("out_dir")
@@ -81,6 +107,28 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
 def run_tool(argv: Sequence[str]) -> None:
     """Dispatch ``slamming corpus …`` / ``slamming export …``."""
     args = _parser().parse_args(list(argv))
+    if args.tool == "tokenizer":
+        from slamming.speech.fit import fit_tokenizer, tokenizer_from_kmeans
+
+        if args.action == "fit":
+            result = fit_tokenizer(
+                args.kind, args.audio, args.out, args.k, model=args.model, layer=args.layer,
+                max_files=args.max_files, max_vectors=args.max_vectors, seed=args.seed, device=args.device,
+            )  # fmt: skip
+            for path, reason in result["bad_files"]:
+                print(f"skipped {path}: {reason}")
+            print(f"fitted on {result['files']} files; saved to {args.out}: {json.dumps(result['identity'])}")
+        else:
+            result = tokenizer_from_kmeans(
+                args.model,
+                args.kmeans,
+                args.out,
+                layer=args.layer,
+                trust_pickle=args.trust_pickle,
+                device=args.device,
+            )
+            print(f"saved to {args.out}: {json.dumps(result['identity'])}")
+        return
     if args.tool == "export":
         out = export_checkpoint(args.checkpoint, args.out_dir)
         print(f"exported {args.checkpoint} to {out}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
+from tqdm.auto import tqdm
 
 from slamming.data.corpus import UnitCorpus
 from slamming.data.corpus_writer import CorpusWriter
@@ -37,9 +39,13 @@ class UnitCorpusWriter(BasePredictionWriter):
         output: the corpus directory to create.
         part_size: records per part file (smaller parts lose less work to a crash).
         overwrite: replace an existing corpus at ``output`` (never anything else).
+        progress: show a progress bar on rank 0 with items, audio hours and the real-time factor
+            (the rank's own share; with several ranks the total is about world_size times that).
     """
 
-    def __init__(self, output: str, part_size: int = 256, overwrite: bool = False) -> None:
+    def __init__(
+        self, output: str, part_size: int = 256, overwrite: bool = False, progress: bool = True
+    ) -> None:
         super().__init__(write_interval="batch")
         self.output = Path(output)
         self.parts_dir = self.output.with_name(self.output.name + ".parts")
@@ -49,6 +55,10 @@ class UnitCorpusWriter(BasePredictionWriter):
         self._identity: dict[str, Any] | None = None
         self._num_units = 0
         self.resumed_ids: set[str] = set()
+        self.progress = progress
+        self._bar: tqdm | None = None
+        self._seconds = 0.0
+        self._started = 0.0
 
     # -- start: what is already done ------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -77,6 +87,17 @@ class UnitCorpusWriter(BasePredictionWriter):
         if datamodule is not None and hasattr(datamodule, "skip_ids"):
             datamodule.skip_ids = set(done)
 
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._seconds, self._started = 0.0, time.perf_counter()
+        if self.progress and trainer.is_global_zero:
+            entries = getattr(trainer.datamodule, "entries", None)
+            total = (
+                None
+                if entries is None
+                else max(len(entries) - len(self.resumed_ids), 0) // trainer.world_size
+            )
+            self._bar = tqdm(total=total, desc="Tokenising", unit="file", dynamic_ncols=True)
+
     # -- per batch ---------------------------------------------------------------------------------
     def write_on_batch_end(
         self,
@@ -89,6 +110,11 @@ class UnitCorpusWriter(BasePredictionWriter):
         dataloader_idx: int = 0,
     ) -> None:
         self._buffer.extend(prediction)
+        if self._bar is not None:
+            self._seconds += sum(r["seconds"] for r in prediction)
+            elapsed = max(time.perf_counter() - self._started, 1e-9)
+            self._bar.update(len({r["id"].split("#")[0] for r in prediction}))
+            self._bar.set_postfix(hours=f"{self._seconds / 3600:.2f}", rtf=f"{self._seconds / elapsed:.0f}x")
         if len(self._buffer) >= self.part_size:
             self._flush(trainer.global_rank)
 
@@ -108,6 +134,9 @@ class UnitCorpusWriter(BasePredictionWriter):
 
     # -- end: merge --------------------------------------------------------------------------------
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
         self._flush(trainer.global_rank)
         bad = list(getattr(trainer.datamodule, "bad_files", None) or [])
         self.parts_dir.mkdir(parents=True, exist_ok=True)
