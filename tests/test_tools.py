@@ -102,7 +102,7 @@ def test_tokenizer_fit_and_from_kmeans_tools(tmp_path: Path, capsys: pytest.Capt
 
     model = tiny_hubert(tmp_path / "hubert")
     main(["tokenizer", "fit", "--kind", "hubert", "--model", str(model), "--layer", "2", "--audio", str(audio),
-          "--k", "6", "--out", str(tmp_path / "hub")])  # fmt: skip
+          "--k", "6", "--minibatch", "32", "--out", str(tmp_path / "hub")])  # fmt: skip
     fitted = load_tokenizer(tmp_path / "hub")
     assert fitted.identity["kind"] == "hubert" and fitted.identity["k"] == 6 and fitted.identity["layer"] == 2
 

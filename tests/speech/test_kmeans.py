@@ -134,3 +134,15 @@ def test_load_wrong_contents(tmp_path: Path) -> None:
     save_file({"centroids": torch.zeros(6)}, str(tmp_path / "flat.safetensors"))
     with pytest.raises(SlammingError, match=r"holds a \(6,\) tensor"):
         KMeans.load(tmp_path / "flat.safetensors")
+
+
+def test_minibatch_fit_recovers_blobs_and_is_seeded() -> None:
+    points, centers = blobs(3)
+    a = KMeans.fit(points, k=4, iters=60, seed=1, batch_size=64)
+    b = KMeans.fit(points, k=4, iters=60, seed=1, batch_size=64)
+    assert torch.equal(a.centroids, b.centroids)
+    match = reference_assign(centers, a.centroids)
+    assert sorted(match.tolist()) == [0, 1, 2, 3]
+    # Running means of ~900 noisy points each: within a few noise widths of the true centers.
+    assert torch.allclose(a.centroids[match], centers, atol=0.1)
+    assert not torch.equal(KMeans.fit(points, k=4, iters=60, seed=2, batch_size=64).centroids, a.centroids)

@@ -52,6 +52,7 @@ def fit_tokenizer(
     max_vectors: int = 200_000,
     seed: int = 0,
     device: str = "cpu",
+    minibatch: int | None = None,
     **mfcc: Any,
 ) -> dict[str, Any]:
     """Fit a tokeniser's k-means on speech from ``manifest`` and save it to ``out``; returns its identity.
@@ -66,6 +67,8 @@ def fit_tokenizer(
         max_vectors: feature vectors the k-means sees (a seeded sample).
         seed: seed of the samples and of the k-means.
         device: where features and k-means are computed.
+        minibatch: HuBERT only: fit with mini-batch k-means of this batch size (200 steps) instead of
+            full-batch Lloyd iterations.
         **mfcc: extra ``MFCCTokenizer`` settings (``segment``, ``frame_rate``, ...).
     """
     wavs, bad = sample_audio(manifest, max_files, seed)
@@ -79,7 +82,10 @@ def fit_tokenizer(
         if len(vectors) > max_vectors:
             generator = torch.Generator().manual_seed(seed)
             vectors = vectors[torch.randperm(len(vectors), generator=generator)[:max_vectors]]
-        kmeans = KMeans.fit(vectors, k=k, seed=seed, device=device)
+        if minibatch:
+            kmeans = KMeans.fit(vectors, k=k, iters=200, seed=seed, device=device, batch_size=minibatch)
+        else:
+            kmeans = KMeans.fit(vectors, k=k, seed=seed, device=device)
         tokenizer = HubertTokenizer(model, layer=layer, kmeans=kmeans, device=device)
     else:
         raise SlammingError(f"tokenizer kind must be 'mfcc' or 'hubert', got {kind!r}")

@@ -91,6 +91,29 @@ def _plus_plus_init(x: torch.Tensor, k: int, generator: torch.Generator) -> torc
     return x[chosen.to(x.device)].clone()
 
 
+def _minibatch(
+    data: torch.Tensor, k: int, steps: int, batch_size: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Mini-batch k-means: k-means++ on a first batch, then per-centroid running-mean updates."""
+    n = data.shape[0]
+    batch_size = max(min(batch_size, n), k)
+    first = torch.randperm(n, generator=generator)[:batch_size].to(data.device)
+    centroids = _plus_plus_init(data[first], k, generator)
+    seen = torch.zeros(k, dtype=torch.float64, device=data.device)
+    chunk = max(1, _SCORE_ELEMENTS // k)
+    for _ in range(steps):
+        index = torch.randint(0, n, (batch_size,), generator=generator).to(data.device)
+        batch = data[index]
+        labels, _ = _nearest(batch, centroids, chunk)
+        sums, counts = _cluster_sums(batch, labels, k, chunk)
+        seen += counts.to(seen.dtype)
+        hit = counts > 0
+        # Moving the centroid to the running mean of every point it has been given.
+        rate = (counts[hit].to(seen.dtype) / seen[hit]).to(centroids.dtype).unsqueeze(1)
+        centroids[hit] += rate * (sums[hit] / counts[hit].unsqueeze(1).to(sums.dtype) - centroids[hit])
+    return centroids
+
+
 class KMeans:
     """Nearest-centroid quantiser over a ``(k, D)`` centroid tensor.
 
@@ -132,8 +155,13 @@ class KMeans:
         iters: int = 50,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        batch_size: int | None = None,
     ) -> KMeans:
         """Fit centroids with k-means++ seeding and Lloyd iterations, in float32 on ``device``.
+
+        With ``batch_size``, mini-batch k-means instead (Sculley, 2010): ``iters`` steps, each on a
+        seeded random batch, moving every centroid towards its points with a per-centroid rate of
+        1 / (points it has seen); memory then grows with the batch, not the data set.
 
         Stops early once no point changes cluster. A cluster that loses all its points is re-seeded
         with the point farthest from its centroid (then the next farthest, ...), which needs no
@@ -145,6 +173,7 @@ class KMeans:
             iters: maximum Lloyd iterations.
             seed: seed of the k-means++ draws.
             device: where to fit ("cpu", "cuda", ...).
+            batch_size: vectors per mini-batch step; ``None`` = full-batch Lloyd.
 
         Returns:
             The fitted quantiser, its centroids on ``device``.
@@ -157,6 +186,8 @@ class KMeans:
         if not torch.isfinite(data).all():
             raise ValueError("k-means training data contains NaN or infinite values")
         generator = torch.Generator().manual_seed(int(seed))
+        if batch_size is not None:
+            return cls(_minibatch(data, k, iters, int(batch_size), generator))
         centroids = _plus_plus_init(data, k, generator)
         chunk = max(1, _SCORE_ELEMENTS // k)
         previous: torch.Tensor | None = None
