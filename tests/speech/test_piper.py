@@ -88,6 +88,23 @@ def test_plan_and_two_workers_keep_order_and_match_sequential_synthesis(piper: P
     assert lengths[2] > 3 * lengths[1] and lengths[4] > 3 * lengths[3] and lengths[0] > lengths[5]
 
 
+def test_racing_threads_load_the_voice_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import piper as piper_tts
+
+    loads: list[object] = []
+    real_load = piper_tts.PiperVoice.load
+
+    def counting_load(*args: object, **kwargs: object) -> piper_tts.PiperVoice:
+        loads.append(args[0])
+        return real_load(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(piper_tts.PiperVoice, "load", staticmethod(counting_load))
+    fresh = PiperEngine()
+    jobs = [SpeechJob(text, VOICE, 100, 0) for text in ("One.", "Two.", "Three.", "Four.")]
+    waves = list(synthesize_many(fresh, jobs, workers=4, progress=False))
+    assert len(loads) == 1 and all(wav.shape[0] > 1600 for wav in waves)
+
+
 def test_voice_noise_is_used_when_asked() -> None:
     noisy = PiperEngine(noise_scale=None, noise_w_scale=None)
     first = noisy.synthesize(SENTENCE, VOICE, 100, 0)

@@ -19,7 +19,7 @@ from slamming.errors import SlammingError
 from slamming.speech.tokenizer import MFCCTokenizer
 
 
-def load_saved_tokenizer(directory: str | Path) -> Any:
+def load_saved_tokenizer(directory: str | Path, device: torch.device | str = "cpu") -> Any:
     """Load a tokeniser saved by ``save(dir)``, whatever its kind (``tokenizer.json`` says which)."""
     path = Path(directory)
     settings = path / "tokenizer.json"
@@ -29,12 +29,12 @@ def load_saved_tokenizer(directory: str | Path) -> Any:
         )
     kind = json.loads(settings.read_text()).get("kind", "mfcc")
     if kind == "mfcc":
-        return MFCCTokenizer.load(path)
+        return MFCCTokenizer.load(path, device=device)
     try:
         from slamming.speech.hubert_tokenizer import load_tokenizer
     except ImportError:
         raise SlammingError(f"{path}: tokeniser kind {kind!r} is not supported by this version") from None
-    return load_tokenizer(path)
+    return load_tokenizer(path, device=device)
 
 
 class UnitExtraction(pl.LightningModule):
@@ -66,9 +66,10 @@ class UnitExtraction(pl.LightningModule):
         return int(self.tokenizer.identity["k"])
 
     def on_predict_start(self) -> None:
-        move = getattr(self.tokenizer, "to", None)
-        if callable(move):
-            move(self.device)
+        # Loaded on the CPU at construction (the writer needs its identity early); the model and the
+        # k-means go to this rank's device for the real work.
+        if self.device.type != "cpu":
+            self.tokenizer = load_saved_tokenizer(self.hparams.tokenizer, device=self.device)
 
     @torch.inference_mode()
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
