@@ -96,7 +96,7 @@ def test_racing_threads_load_the_voice_once(monkeypatch: pytest.MonkeyPatch) -> 
 
     def counting_load(*args: object, **kwargs: object) -> piper_tts.PiperVoice:
         loads.append(args[0])
-        return real_load(*args, **kwargs)  # type: ignore[arg-type]
+        return real_load(*args, **kwargs)
 
     monkeypatch.setattr(piper_tts.PiperVoice, "load", staticmethod(counting_load))
     fresh = PiperEngine()
