@@ -30,16 +30,24 @@ def _units_and_durations(n: int, seed: int = 0) -> list[tuple[np.ndarray, np.nda
     return docs
 
 
+def _words(i: int) -> list[tuple[str, float, float]] | None:
+    """Word timings of test document ``i``: none for every fourth, else i + 1 words of 0.25 s."""
+    if i % 4 == 1:
+        return None
+    return [(f"wörd{n}", 0.3 * n, 0.3 * n + 0.25) for n in range(i + 1)]
+
+
 def _write(path: Path, docs: list[tuple[np.ndarray, np.ndarray]], **kwargs: object) -> Path:
     with CorpusWriter(path, TOKENIZER, num_units=50, **kwargs) as writer:  # type: ignore[arg-type]
         for i, (units, durations) in enumerate(docs):
             text = f"story {i}" if i % 2 == 0 else None
             source = f"audio/{i}.wav" if i % 3 else None
-            assert writer.add(units, durations=durations, text=text, source=source) == i
+            index = writer.add(units, durations=durations, text=text, source=source, words=_words(i))
+            assert index == i
     return path
 
 
-def test_round_trip_of_units_durations_text_and_sources(tmp_path: Path) -> None:
+def test_round_trip_of_units_durations_text_sources_and_words(tmp_path: Path) -> None:
     docs = _units_and_durations(25)
     corpus = UnitCorpus(_write(tmp_path / "c", docs))
     assert len(corpus) == 25
@@ -53,6 +61,9 @@ def test_round_trip_of_units_durations_text_and_sources(tmp_path: Path) -> None:
         np.testing.assert_array_equal(corpus.durations(i), durations)
         assert corpus.text(i) == (f"story {i}" if i % 2 == 0 else None)
         assert corpus.source(i) == (f"audio/{i}.wav" if i % 3 else None)
+        assert corpus.words(i) == _words(i)
+    assert corpus.words(2) == [("wörd0", 0.0, 0.25), ("wörd1", 0.3, 0.55), ("wörd2", 0.6, 0.85)]
+    assert corpus.words(1) is None and corpus.words(-1) == _words(24)
     np.testing.assert_array_equal(corpus[-1], docs[-1][0])
     # Views are read-only: a training loop cannot corrupt the corpus in place.
     with pytest.raises(ValueError, match="read-only"):
@@ -71,7 +82,7 @@ def test_meta_json_records_identity_counts_and_checksums(tmp_path: Path) -> None
     assert meta["tokenizer"] == TOKENIZER == corpus.tokenizer
     assert (meta["num_units"], meta["num_documents"]) == (50, 5)
     assert meta["num_tokens"] == sum(len(u) for u, _ in docs)
-    assert (meta["has_durations"], meta["has_text"], meta["has_sources"]) == (True, True, True)
+    assert (meta["has_durations"], meta["has_text"], meta["has_sources"], meta["has_words"]) == (True,) * 4
     assert meta["shards"] == [
         {
             "tokens": "tokens-00000.bin",
@@ -83,6 +94,7 @@ def test_meta_json_records_identity_counts_and_checksums(tmp_path: Path) -> None
         }
     ]
     names = {"tokens-00000.bin", "durations-00000.bin", "offsets.npy", "text.jsonl", "sources.jsonl"}
+    names.add("words.jsonl")
     assert set(meta["sha256"]) == names
     assert all(len(digest) == 64 for digest in meta["sha256"].values())
     assert meta["created"].endswith("+00:00")
@@ -119,7 +131,7 @@ def test_a_document_longer_than_a_shard_gets_its_own(tmp_path: Path) -> None:
     corpus = UnitCorpus(tmp_path / "c")
     assert [s["num_tokens"] for s in corpus.meta["shards"]] == [3, 25, 1]
     np.testing.assert_array_equal(corpus.document(1), np.arange(25))
-    # Without durations, text or sources the optional files are left out.
+    # Without durations, text, sources or words the optional files are left out.
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
         "meta.json",
         "offsets.npy",
@@ -128,7 +140,34 @@ def test_a_document_longer_than_a_shard_gets_its_own(tmp_path: Path) -> None:
         "tokens-00002.bin",
     ]
     assert corpus.durations(0) is None and corpus.text(0) is None and corpus.source(0) is None
+    assert corpus.words(0) is None and corpus.meta["has_words"] is False
     assert corpus.hours is None
+
+
+def test_a_corpus_written_before_words_existed_still_opens(tmp_path: Path) -> None:
+    docs = _units_and_durations(3)
+    target = _write(tmp_path / "c", docs)
+    # What an older writer made: no words.jsonl, and no has_words in meta.json.
+    meta = json.loads((target / "meta.json").read_text())
+    del meta["has_words"], meta["sha256"]["words.jsonl"]
+    (target / "meta.json").write_text(json.dumps(meta))
+    (target / "words.jsonl").unlink()
+    corpus = UnitCorpus(target)
+    corpus.verify()
+    assert [corpus.words(i) for i in range(3)] == [None, None, None]
+    assert corpus.text(0) == "story 0"
+    np.testing.assert_array_equal(corpus.document(2), docs[2][0])
+    assert summarize(target).splitlines()[7] == "  extras     durations, text, sources"
+
+
+def test_words_are_stored_as_given_including_empty_lists_and_integer_times(tmp_path: Path) -> None:
+    with CorpusWriter(tmp_path / "c", TOKENIZER, 50) as writer:
+        writer.add([1], words=[])
+        writer.add([2], words=[["a", 0, 1], ("b", 1, 1.5)])
+    corpus = UnitCorpus(tmp_path / "c")
+    assert corpus.words(0) == [] and corpus.words(1) == [("a", 0.0, 1.0), ("b", 1.0, 1.5)]
+    lines = (tmp_path / "c" / "words.jsonl").read_text().splitlines()
+    assert lines == ["[]", '[["a", 0.0, 1.0], ["b", 1.0, 1.5]]']
 
 
 def test_exception_inside_the_writer_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -215,6 +254,19 @@ def test_bad_documents_are_refused_with_their_index(tmp_path: Path) -> None:
             writer.add([1], durations=[1], text=3)  # type: ignore[arg-type]
         with pytest.raises(CorpusError, match="source is not JSON-serialisable"):
             writer.add([1], durations=[1], source={1, 2})
+        with pytest.raises(CorpusError, match="words must be a list of .*, got str"):
+            writer.add([1], durations=[1], words="hello")
+        bad_words = {
+            "0 <= start <= end": [("a", 0.0, 0.5), ("b", 0.9, 0.4)],
+            "'a', -0.1": [("a", -0.1, 0.5)],
+            "nan": [("a", 0.0, float("nan"))],
+            r"\('a', 0.1\)": [("a", 0.1)],
+            r"\(3, 0.0, 0.1\)": [(3, 0.0, 0.1)],
+            "True": [("a", True, 2.0)],
+        }
+        for shown, words in bad_words.items():
+            with pytest.raises(CorpusError, match=rf"document 1 of .*: word \d is .*{shown}"):
+                writer.add([1], durations=[1], words=words)
         # Refused documents changed nothing: the next good one is document 1.
         assert writer.add([5], durations=[2]) == 1
     corpus = UnitCorpus(tmp_path / "c")
@@ -286,6 +338,11 @@ def test_verify_catches_a_flipped_byte_and_a_missing_file(tmp_path: Path) -> Non
     (target / "text.jsonl").unlink()
     with pytest.raises(CorpusError, match="text.jsonl is missing"):
         UnitCorpus(target).verify()
+    target = _write(tmp_path / "d", _units_and_durations(4))
+    lines = (target / "words.jsonl").read_text().splitlines()
+    (target / "words.jsonl").write_text("\n".join([lines[0].replace("0.25", "0.26"), *lines[1:]]) + "\n")
+    with pytest.raises(CorpusError, match="words.jsonl fails its checksum"):
+        UnitCorpus(target).verify()
 
 
 def test_pickling_keeps_only_the_path(tmp_path: Path) -> None:
@@ -310,6 +367,6 @@ def test_summarize(tmp_path: Path) -> None:
     assert lines[4] == "  tokenizer  kind=mfcc k=50 frame_rate=25 dedup=True settings_hash=5eed"
     assert lines[5] == "  units      50"
     assert lines[6].startswith(f"  shards     {len(UnitCorpus(target).meta['shards'])}: tokens-00000.bin (")
-    assert lines[7] == "  extras     durations, text, sources"
+    assert lines[7] == "  extras     durations, text, sources, words"
     size = sum(p.stat().st_size for p in target.iterdir())
     assert lines[8].startswith(f"  on disk    {size:,} bytes")

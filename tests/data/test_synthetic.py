@@ -158,8 +158,87 @@ def test_build_progress_bars_name_their_stage(tmp_path: Path, capsys: pytest.Cap
     engine = EspeakEngine(voices=["en-us"])
     jobs = plan_jobs(["One short line.", "Another one.", "And a third."], engine, seed=0)
     stream = dm._speak(engine, jobs, "Speaking train texts")
-    first = next(stream)
+    first, words = next(stream)
     stream.close()  # closing early stops the synthesis stream and the bar
     assert first.dtype == torch.float32 and first.numel() > 0
+    assert words is None  # espeak-ng gives no word timings
     err = capsys.readouterr().err
     assert "Speaking train texts" in err and "/3" in err and "Synthesising speech" not in err
+
+
+def test_espeak_build_keeps_its_cache_key_and_stores_no_words(tmp_path: Path) -> None:
+    dm = SyntheticSpeechDataModule(cache_dir=str(tmp_path), num_train_stories=3, num_val_stories=0)
+    # The espeak settings have no engine entries, so caches built before engines were selectable stay valid.
+    assert "engine" not in dm.settings and dm.settings["voices"] == list(DEFAULT_VOICES)
+    assert (dm.settings["rate_range"], dm.settings["pitch_range"]) == ([150, 190], [35, 65])
+    assert dm.make_engine().supports_timings is False
+    with pytest.raises(SlammingError, match="data.engine must be 'espeak' or 'piper', got 'festival'"):
+        SyntheticSpeechDataModule(cache_dir=str(tmp_path), engine="festival")  # type: ignore[arg-type]
+    with pytest.raises(SlammingError, match="piper_voice is set but data.engine is espeak"):
+        SyntheticSpeechDataModule(cache_dir=str(tmp_path), piper_voice="x.onnx")
+
+
+PIPER_TEXTS = [
+    "Once upon a time, there was a little fox named Max.",
+    "He liked to run in the green field with his friend.",
+    "One day, Max found 3 shiny stones -- red, blue and gold!",
+    '"Look at this," said Max. His friend smiled.',
+    "They went home at 5:30 and ate some bread & honey.",
+    "The end.",
+]
+
+
+def test_piper_build_stores_word_timings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("piper", reason="piper-tts is not installed (pip install slamming[tts])")
+    pytest.importorskip("onnx", reason="onnx is not installed (pip install slamming[tts])")
+    from slamming.speech.piper import PiperEngine, text_words
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # the patched voice lands here
+    (tmp_path / "texts.txt").write_text("\n".join(PIPER_TEXTS) + "\n")
+    args: dict[str, Any] = {
+        "cache_dir": str(tmp_path / "cache"),
+        "text_files": [str(tmp_path / "texts.txt")],
+        "val_fraction": 0.0,
+        "num_units": 16,
+        "fit_stories": 6,
+        "progress": False,
+    }
+    dm = SyntheticSpeechDataModule(engine="piper", **args)
+    assert dm.settings["engine"] == "piper" and len(dm.settings["piper_voice_sha256"]) == 64
+    assert dm.settings["voices"] == ["en_US-joe-medium"] and dm.settings["rate_range"] == [85, 115]
+    assert dm.build_dir != SyntheticSpeechDataModule(**args).build_dir  # the engine is in the key
+    assert SyntheticSpeechDataModule(engine="piper", **args).build_dir == dm.build_dir
+    assert SyntheticSpeechDataModule(engine="piper", rate_range=(90, 110), **args).build_dir != dm.build_dir
+    dm.prepare_data()
+    assert list((tmp_path / "xdg" / "slamming" / "piper").glob("en_US-joe-medium-*.aligned.onnx"))
+    corpus = UnitCorpus(dm.build_dir / "train")
+    corpus.verify()
+    assert len(corpus) == 6 and corpus.meta["has_words"] is True
+    assert sorted(corpus.text(i) for i in range(6)) == sorted(PIPER_TEXTS)
+    engine = PiperEngine(timings=True)
+    for i in range(6):
+        text, words = corpus.text(i), corpus.words(i)
+        assert text is not None and words is not None
+        assert [w for w, _, _ in words] == text_words(text)
+        _, voice, rate, pitch = corpus.source(i).split("|")
+        wav, expected = engine.synthesize_with_timings(text, voice, int(rate), int(pitch))
+        assert words == expected  # what was stored is what the planned job gives
+        seconds = wav.shape[0] / 16000
+        frames = corpus.durations(i)
+        assert frames is not None and abs(int(frames.sum()) / corpus.tokenizer["frame_rate"] - seconds) < 0.05
+        times = [t for _, start, end in words for t in (start, end)]
+        assert times == sorted(times) and 0.0 <= times[0] and times[-1] <= seconds
+        assert all(end - start > 0.03 for _, start, end in words)  # every word is heard
+    assert text_words(PIPER_TEXTS[2]) == [
+        "One",
+        "day",
+        "Max",
+        "found",
+        "3",
+        "shiny",
+        "stones",
+        "red",
+        "blue",
+        "and",
+        "gold",
+    ]

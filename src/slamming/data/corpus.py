@@ -7,8 +7,13 @@ Layout of a corpus directory (format version 1)::
     offsets.npy          int64, D + 1 global token offsets: document i is tokens[offsets[i]:offsets[i+1]]
     text.jsonl           optional, one JSON string (or null) per document
     sources.jsonl        optional, one JSON value (or null) per document, e.g. the audio file name
-    meta.json            format_version, created, tokenizer identity, num_units, num_documents,
-                         num_tokens, hours, has_durations/has_text/has_sources, shards, sha256 per file
+    words.jsonl          optional, one JSON list of [word, start_s, end_s] (or null) per document:
+                         when each word is spoken, in seconds of the document's audio
+    meta.json            format_version, created, tokenizer identity, num_units, num_documents, num_tokens,
+                         hours, has_durations/has_text/has_sources/has_words, shards, sha256 per file
+
+The optional files are written only when some document has a value; a corpus without one (or
+written before ``words.jsonl`` existed, with no ``has_words`` in its meta) simply has none.
 
 This is how nanoGPT, Megatron and OLMo store tokens: opening costs one small JSON read and a few
 memory maps whatever the corpus size, and a document is a slice of a map. :class:`CorpusWriter`
@@ -212,6 +217,13 @@ class UnitCorpus:
         """Provenance of document ``i`` (e.g. its audio file name), or None."""
         return self._line("sources.jsonl", i) if self._meta.get("has_sources") else None
 
+    def words(self, i: int) -> list[tuple[str, float, float]] | None:
+        """Word timings of document ``i``: ``(word, start_s, end_s)`` per word, or None."""
+        if not self._meta.get("has_words"):
+            return None
+        rows = self._line("words.jsonl", i)
+        return None if rows is None else [(str(w), float(start), float(end)) for w, start, end in rows]
+
     def verify(self) -> None:
         """Recompute the sha256 of every file and compare it with ``meta.json``.
 
@@ -247,7 +259,10 @@ def summarize(path: str | os.PathLike[str]) -> str:
     hours = "unknown (no durations or no frame rate)" if corpus.hours is None else f"{corpus.hours:,.3f}"
     shards = meta["shards"]
     shown = ", ".join(f"{s['tokens']} ({s['num_tokens']:,} tokens)" for s in shards[:3])
-    extras = ", ".join(name for name in ("durations", "text", "sources") if meta.get(f"has_{name}")) or "none"
+    extras = (
+        ", ".join(name for name in ("durations", "text", "sources", "words") if meta.get(f"has_{name}"))
+        or "none"
+    )
     size = sum(f.stat().st_size for f in corpus.path.iterdir() if f.is_file())
     return "\n".join(
         [

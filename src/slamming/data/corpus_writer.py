@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -61,6 +62,29 @@ def _as_int_array(values: Any, what: str) -> np.ndarray:
     if arr.ndim != 1 or arr.dtype.kind not in "iu":
         raise CorpusError(f"{what} must be a 1-D sequence of integers, got {arr.dtype} of shape {arr.shape}")
     return arr
+
+
+def _word_line(words: Any, where: str) -> str:
+    """The JSON line of a document's word timings: a list of ``[word, start_s, end_s]``, or null."""
+    if words is None:
+        return "null"
+    if isinstance(words, str | bytes) or not isinstance(words, list | tuple):
+        raise CorpusError(
+            f"{where}: words must be a list of (word, start_s, end_s), got {type(words).__name__}"
+        )
+    rows = []
+    for n, entry in enumerate(words):
+        ok = isinstance(entry, list | tuple) and len(entry) == 3 and isinstance(entry[0], str)
+        times = entry[1:] if ok else ()
+        ok = ok and all(
+            isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) for t in times
+        )
+        if not ok or not 0 <= times[0] <= times[1]:
+            raise CorpusError(
+                f"{where}: word {n} is {entry!r}; each word is (word, start_s, end_s) with 0 <= start <= end"
+            )
+        rows.append([entry[0], float(times[0]), float(times[1])])
+    return json.dumps(rows, ensure_ascii=False)
 
 
 def _check_target(path: Path, overwrite: bool) -> None:
@@ -140,7 +164,8 @@ class CorpusWriter:
         self._frames = 0
         self._text = _HashingFile(self._tmp / "text.jsonl")
         self._sources = _HashingFile(self._tmp / "sources.jsonl")
-        self._num_text = self._num_sources = 0
+        self._words = _HashingFile(self._tmp / "words.jsonl")
+        self._num_text = self._num_sources = self._num_words = 0
         self._closed = False
 
     @property
@@ -153,7 +178,14 @@ class CorpusWriter:
         """Tokens added so far."""
         return self._offsets[-1]
 
-    def add(self, units: Any, durations: Any = None, text: str | None = None, source: Any = None) -> int:
+    def add(
+        self,
+        units: Any,
+        durations: Any = None,
+        text: str | None = None,
+        source: Any = None,
+        words: Any = None,
+    ) -> int:
         """Append one document.
 
         Args:
@@ -162,13 +194,15 @@ class CorpusWriter:
                 every document or for none.
             text: Optional transcript.
             source: Optional JSON-serialisable provenance, e.g. the audio file name.
+            words: Optional word timings: a list of ``(word, start_s, end_s)`` in seconds of the
+                document's audio, ``0 <= start <= end`` (sTinyStories' ``aligned_text`` format).
 
         Returns:
             The new document's index.
 
         Raises:
             CorpusError: Naming the document, for an empty document, an out-of-range unit id, bad
-                durations, or text/source that cannot be stored. Nothing is written then.
+                durations, or text/source/words that cannot be stored. Nothing is written then.
         """
         if self._closed:
             raise CorpusError(f"the writer of {self.path} is closed; open a new CorpusWriter")
@@ -199,6 +233,7 @@ class CorpusWriter:
             source_line = json.dumps(source, ensure_ascii=False)
         except (TypeError, ValueError) as e:
             raise CorpusError(f"{where}: source is not JSON-serialisable: {e}") from e
+        words_line = _word_line(words, where)
 
         # Validated: from here on the document is written whole.
         self._has_durations = dur is not None
@@ -212,8 +247,10 @@ class CorpusWriter:
             self._frames += int(dur.sum(dtype=np.int64))
         self._text.write((json.dumps(text, ensure_ascii=False) + "\n").encode("utf-8"))
         self._sources.write((source_line + "\n").encode("utf-8"))
+        self._words.write((words_line + "\n").encode("utf-8"))
         self._num_text += text is not None
         self._num_sources += source is not None
+        self._num_words += words is not None
         shard["num_tokens"] += int(arr.size)
         shard["num_documents"] += 1
         self._offsets.append(self._offsets[-1] + int(arr.size))
@@ -257,7 +294,12 @@ class CorpusWriter:
             if self.num_documents == 0:
                 raise CorpusError(f"no documents were added to {self.path}; an empty corpus is not written")
             self._finish_shard()
-            for file, count in ((self._text, self._num_text), (self._sources, self._num_sources)):
+            optional = (
+                (self._text, self._num_text),
+                (self._sources, self._num_sources),
+                (self._words, self._num_words),
+            )
+            for file, count in optional:
                 digest = file.close()
                 if count:
                     self._sha256[file.name] = digest
@@ -276,6 +318,7 @@ class CorpusWriter:
                 "has_durations": bool(self._has_durations),
                 "has_text": self._num_text > 0,
                 "has_sources": self._num_sources > 0,
+                "has_words": self._num_words > 0,
                 "shards": self._shards,
                 "sha256": dict(sorted(self._sha256.items())),
             }
@@ -300,7 +343,7 @@ class CorpusWriter:
 
     def abort(self) -> None:
         """Discard everything written so far; :attr:`path` is left as it was."""
-        for file in (self._tokens, self._durations, self._text, self._sources):
+        for file in (self._tokens, self._durations, self._text, self._sources, self._words):
             if file is not None:
                 with contextlib.suppress(OSError):  # the directory is removed next anyway
                     file.close()

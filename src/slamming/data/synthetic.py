@@ -3,7 +3,9 @@
 Everything happens offline: the texts are the generated stories of :mod:`slamming.data.stories`
 (the default) or a user's corpus read by :mod:`slamming.data.texts` (plain lines, jsonl or
 TinyStories-style files); the speech comes from espeak-ng in several voices on parallel workers, the
-units from an MFCC tokeniser fitted on the synthesised training speech. The whole build runs once in
+units from an MFCC tokeniser fitted on the synthesised training speech. With ``engine="piper"`` the
+speech comes from a Piper neural voice instead (the ``tts`` extra), which also says when each word is
+spoken: those timings are kept in the corpora (``UnitCorpus.words``). The whole build runs once in
 ``prepare_data`` (rank 0 of each node) and lands in a cache folder named by a hash of every setting
 that changes its content — for a user corpus, the hash of its texts, not its file names. A second
 run with the same settings reuses it and says so. Audio is streamed — synthesised, tokenised and
@@ -18,7 +20,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -30,7 +32,16 @@ from slamming.data.stories import StoryGenerator
 from slamming.data.texts import TextCorpus, TextFormat, read_texts, split_texts, text_id
 from slamming.errors import SlammingError
 from slamming.speech.tokenizer import MFCCTokenizer
-from slamming.speech.tts import DEFAULT_VOICES, EspeakEngine, SpeechJob, plan_jobs, synthesize_many
+from slamming.speech.tts import (
+    DEFAULT_VOICES,
+    EspeakEngine,
+    SpeechJob,
+    TTSEngine,
+    WordTiming,
+    plan_jobs,
+    synthesize_many,
+    synthesize_many_with_timings,
+)
 
 #: Bump when the build's output changes for the same settings (invalidates old caches).
 BUILD_VERSION = 1
@@ -45,9 +56,17 @@ class SyntheticSpeechDataModule(UnitDataModule):
         num_val_stories: held-out stories spoken for validation (a disjoint split; generated
             stories only).
         story_seed: seed of the story generator, or of the train/validation split of ``text_files``.
-        voices: espeak-ng voices; each text gets one, drawn from ``tts_seed``.
-        rate_range: speaking rate range (words per minute).
-        pitch_range: pitch range (espeak-ng scale 0–99).
+        engine: the TTS engine: ``"espeak"`` (espeak-ng, the default) or ``"piper"``
+            (:class:`~slamming.speech.piper.PiperEngine`, noise off, with word timings stored in the
+            corpora).
+        piper_voice: path of a Piper ``.onnx`` voice; ``None`` is the bundled ``en_US-joe-medium``.
+        voices: the engine's voices (espeak-ng voice names, or Piper speaker names); each text gets
+            one, drawn from ``tts_seed``. ``None``: espeak's :data:`DEFAULT_VOICES`, or every speaker
+            of the Piper voice.
+        rate_range: speaking rate range; ``None`` is the engine's: espeak (150, 190) words per
+            minute, Piper (85, 115) percent of the voice's speed.
+        pitch_range: pitch range; ``None`` is the engine's: espeak (35, 65) on its 0–99 scale,
+            Piper (0, 0) (it has no pitch control).
         tts_seed: seed of the voice/rate/pitch plan.
         tts_workers: parallel synthesis processes.
         num_units: k-means size K of the tokeniser (the model's vocabulary is K + 2).
@@ -78,9 +97,11 @@ class SyntheticSpeechDataModule(UnitDataModule):
         num_train_stories: int = 2000,
         num_val_stories: int = 100,
         story_seed: int = 0,
+        engine: Literal["espeak", "piper"] = "espeak",
+        piper_voice: str | None = None,
         voices: list[str] | None = None,
-        rate_range: tuple[int, int] = (150, 190),
-        pitch_range: tuple[int, int] = (35, 65),
+        rate_range: tuple[int, int] | None = None,
+        pitch_range: tuple[int, int] | None = None,
         tts_seed: int = 0,
         tts_workers: int = 2,
         num_units: int = 100,
@@ -126,10 +147,29 @@ class SyntheticSpeechDataModule(UnitDataModule):
             }
             self._train_texts, self._val_texts = [], []
             num_train, num_val = int(num_train_stories), int(num_val_stories)
+        if engine == "espeak":
+            if piper_voice is not None:
+                raise SlammingError("data.piper_voice is set but data.engine is espeak; set engine: piper")
+            engine_settings: dict[str, Any] = {"voices": list(voices) if voices else list(DEFAULT_VOICES)}
+            rate_range, pitch_range = rate_range or (150, 190), pitch_range or (35, 65)
+        elif engine == "piper":
+            from slamming.speech.piper import PiperEngine, voice_fingerprint
+
+            piper = PiperEngine(voice=piper_voice, voices=voices, **_ranges(rate_range, pitch_range))
+            # The espeak build's key has no engine entries, so caches built before Piper stay valid.
+            engine_settings = {
+                "engine": "piper",
+                "piper_voice_sha256": voice_fingerprint(piper.model_path),
+                "voices": list(piper.voices),
+            }
+            rate_range, pitch_range = piper.rate_range, piper.pitch_range
+        else:
+            raise SlammingError(f"data.engine must be 'espeak' or 'piper', got {engine!r}")
+        self.piper_voice = piper_voice
         self.settings: dict[str, Any] = {
             "build_version": BUILD_VERSION,
             **source,
-            "voices": list(voices) if voices else list(DEFAULT_VOICES),
+            **engine_settings,
             "rate_range": [int(rate_range[0]), int(rate_range[1])],
             "pitch_range": [int(pitch_range[0]), int(pitch_range[1])],
             "tts_seed": int(tts_seed),
@@ -203,18 +243,17 @@ class SyntheticSpeechDataModule(UnitDataModule):
         )
         rank_zero_info(
             f"building the synthetic corpus {self.build_dir}: {len(train)} + {len(val)} {what}, "
-            f"voices {', '.join(s['voices'])}, {s['num_units']} units, {self.tts_workers} TTS workers"
+            f"{s.get('engine', 'espeak')} voices {', '.join(s['voices'])}, {s['num_units']} units, "
+            f"{self.tts_workers} TTS workers"
         )
         if self.text_corpus is not None:
             rank_zero_info(f"text corpus: {self.text_corpus.report.summary()}")
-        engine = EspeakEngine(
-            voices=s["voices"], rate_range=tuple(s["rate_range"]), pitch_range=tuple(s["pitch_range"])
-        )
+        engine = self.make_engine()
         train_jobs = plan_jobs(train, engine, s["tts_seed"])
         fit_jobs = train_jobs[: s["fit_stories"]]
         fit_wavs = list(self._speak(engine, fit_jobs, "Speaking the k-means fitting texts"))
         tokenizer = MFCCTokenizer(k=s["num_units"], frame_rate=s["frame_rate"], segment=s["segment"])
-        tokenizer.fit(fit_wavs, seed=s["kmeans_seed"])
+        tokenizer.fit([wav for wav, _ in fit_wavs], seed=s["kmeans_seed"])
         tokenizer.save(tmp / "tokenizer")
         stats: dict[str, Any] = {}
         stats["train"] = self._write_split(
@@ -252,19 +291,38 @@ class SyntheticSpeechDataModule(UnitDataModule):
             f"{stats['train']['tokens']} train tokens"
         )
 
-    def _speak(self, engine: EspeakEngine, jobs: list[SpeechJob], desc: str) -> Iterator[torch.Tensor]:
+    def make_engine(self) -> TTSEngine:
+        """The TTS engine of :attr:`settings` (a Piper one gives word timings)."""
+        s = self.settings
+        ranges = _ranges(s["rate_range"], s["pitch_range"])
+        if s.get("engine") == "piper":
+            from slamming.speech.piper import PiperEngine
+
+            return PiperEngine(voice=self.piper_voice, voices=s["voices"], timings=True, **ranges)
+        return EspeakEngine(voices=s["voices"], **ranges)
+
+    def _speak(
+        self, engine: TTSEngine, jobs: list[SpeechJob], desc: str
+    ) -> Iterator[tuple[torch.Tensor, list[WordTiming] | None]]:
         """Synthesise ``jobs`` in order on :attr:`tts_workers` threads under a bar named ``desc``.
+
+        Yields ``(waveform, word timings)``; the timings are None when the engine gives none.
 
         ``synthesize_many``'s own bar always reads "Synthesising speech"; ours says which part of
         the build is being spoken, so its bar is turned off and the stream is wrapped instead.
         Closing this generator early also closes the synthesis stream (queued jobs are dropped).
         """
-        stream = synthesize_many(engine, jobs, workers=self.tts_workers, progress=False)
+        stream: Iterator[tuple[torch.Tensor, list[WordTiming] | None]]
+        if engine.supports_timings:
+            stream = synthesize_many_with_timings(engine, jobs, workers=self.tts_workers, progress=False)
+        else:
+            waves = synthesize_many(engine, jobs, workers=self.tts_workers, progress=False)
+            stream = ((wav, None) for wav in waves)
         with tqdm(total=len(jobs), desc=desc, unit="utt", disable=not self.progress) as bar:
             try:
-                for wav in stream:
+                for item in stream:
                     bar.update(1)
-                    yield wav
+                    yield item
             finally:
                 stream.close()
 
@@ -273,24 +331,25 @@ class SyntheticSpeechDataModule(UnitDataModule):
         path: Path,
         split: str,
         jobs: list[SpeechJob],
-        engine: EspeakEngine,
+        engine: TTSEngine,
         tokenizer: MFCCTokenizer,
-        reuse: list[torch.Tensor],
+        reuse: list[tuple[torch.Tensor, list[WordTiming] | None]],
     ) -> dict[str, float]:
-        """Speak, tokenise and write one split; the first ``len(reuse)`` waveforms are given."""
+        """Speak, tokenise and write one split; the first ``len(reuse)`` utterances are given."""
         seconds = 0.0
         tokens = 0
         rest = self._speak(engine, jobs[len(reuse) :], f"Speaking {split} texts")
         try:
             with CorpusWriter(path, tokenizer=tokenizer.identity, num_units=tokenizer.k) as writer:
                 for i, job in enumerate(jobs):
-                    wav = reuse[i] if i < len(reuse) else next(rest)
+                    wav, words = reuse[i] if i < len(reuse) else next(rest)
                     units, durations = tokenizer.encode(wav)
                     writer.add(
                         units,
                         durations=durations,
                         text=job.text,
                         source=f"{text_id(job.text)}|{job.voice}|{job.rate}|{job.pitch}",
+                        words=words,
                     )
                     seconds += wav.numel() / engine.sample_rate
                     tokens += len(units)
@@ -302,3 +361,9 @@ class SyntheticSpeechDataModule(UnitDataModule):
         if self._identity is None:
             self._read_identity()
         super().setup(stage)
+
+
+def _ranges(rate_range: Any, pitch_range: Any) -> dict[str, tuple[int, int]]:
+    """Engine keyword arguments for the rate and pitch ranges that are set (None: the engine's)."""
+    given = {"rate_range": rate_range, "pitch_range": pitch_range}
+    return {name: (int(r[0]), int(r[1])) for name, r in given.items() if r is not None}

