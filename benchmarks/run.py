@@ -7,20 +7,27 @@ From one process, with ``torch.set_num_threads(2)`` and fp32:
   ratios (goal ≥ 1.0; see ``pretrain_bench.py`` for how both sides are timed the same way);
 * the packed batches' real-id fraction (goal ≥ 0.99) and trained-target fraction over ≥ 200
   batches, with pad-to-longest and pad-to-context baselines over the same documents;
-* the data-wait fraction of our fit from the Throughput callback (goal ≤ 2 %).
+* the data-wait fraction of our fit from the Throughput callback (goal ≤ 2 %);
+* HuBERT unit extraction (``extract_bench.py``, rows C11/C12): real-time factor of a random-init
+  hubert-base-shaped model at full depth, stopping at layer 11 and at layer 9 (50 Hz, and a 25 Hz
+  variant), k-means assignment's share of extraction time (goal ≤ 2 %), and ``KMeans.assign`` ÷
+  scikit-learn ``predict`` frames/s (goal ≥ 1.0) with the fraction of equal labels.
 
-It prints the table, writes ``bench/results/<timestamp>.json`` and appends a dated section to
-``docs/perf-log.md``. ``--quick`` runs the same code at a toy size (for tests) and logs nothing.
+Each part prints its table, writes ``bench/results/<timestamp>.json`` (extraction:
+``<timestamp>-extract.json``) and appends a dated section to ``docs/perf-log.md``. ``--quick`` runs
+the same code at a toy size (for tests) and logs nothing; ``--only`` runs one part.
 
 Usage::
 
-    .venv/bin/python benchmarks/run.py            # the full benchmark (~4–6 min on 2 cores)
+    .venv/bin/python benchmarks/run.py            # both parts (~4–6 min + ~3 min on 2 cores)
+    .venv/bin/python benchmarks/run.py --only extract
     .venv/bin/python benchmarks/run.py --quick --results-dir /tmp/b --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -37,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_corpus import packing_stats, write_bench_corpus  # noqa: E402
 from bench_report import Row, append_perf_log, machine, perf_log_section, table, versions, write_json  # noqa: E402
+from extract_bench import QUICK_EXTRACT, ExtractConfig, extract_log_section, extract_rows, run_extract_bench  # noqa: E402
 from pretrain_bench import BenchConfig, RunRecord, quiet_frameworks, run_hf, run_ours  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,6 +56,12 @@ QUICK = BenchConfig(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="toy size: 1-layer model, 2 repeats of 3 steps")
+    parser.add_argument(
+        "--only",
+        choices=("all", "pretrain", "extract"),
+        default="all",
+        help="run one part: the pretraining comparison or HuBERT extraction + k-means (default both)",
+    )
     parser.add_argument(
         "--repeats", type=int, default=None, help="interleaved ours/HF pairs (default 5; quick 2)"
     )
@@ -161,9 +175,72 @@ def build_rows(
     ]
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Run the selected parts; returns their JSON results keyed ``pretrain`` / ``extract``."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    results: dict[str, dict[str, Any]] = {}
+    if args.only in ("all", "pretrain"):
+        results["pretrain"] = run_pretrain(args)
+    if args.only in ("all", "extract"):
+        results["extract"] = run_extract(args)
+    return results
+
+
+def _log(args: argparse.Namespace, json_path: Path, section: Any) -> None:
+    """Append ``section(shown_json_path)`` to the perf log unless ``--quick`` / ``--no-log``."""
+    if args.quick or args.no_log:
+        return
+    log_path = args.log or REPO / "docs" / "perf-log.md"
+    try:
+        shown = json_path.relative_to(REPO)
+    except ValueError:
+        shown = json_path
+    append_perf_log(log_path, section(shown))
+    print(f"appended to {log_path}")
+
+
+def run_extract(args: argparse.Namespace) -> dict[str, Any]:
+    """HuBERT extraction real-time factor and k-means assignment rows (``extract_bench.py``)."""
+    cfg = QUICK_EXTRACT if args.quick else ExtractConfig()
+    started = datetime.now().astimezone()
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    measured = run_extract_bench(cfg, args.threads)
+    result: dict[str, Any] = {
+        "date": started.strftime("%a %b %d %H:%M:%S %Z %Y"),
+        "quick": args.quick,
+        "environment": {"machine": machine(), **versions()},
+        "config": {**asdict(cfg), "threads": args.threads},
+        **measured,
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        "elapsed_s": time.perf_counter() - t0,
+    }
+    notes = []
+    if max(load_before[0], result["load_average"]["after"][0]) > args.threads + 0.5:
+        notes.append(
+            f"load average above the {args.threads} benchmark threads (other processes were using the CPU); "
+            "real-time factors are depressed, the interleaved ratios less so"
+        )
+    spread = max(max(t) / min(t) for t in result["hz50"]["seconds"].values())
+    if spread > 1.25:
+        notes.append(
+            f"one depth's 50 Hz pass times spread by {spread:.2f}×: disturbed run, the medians are kept"
+        )
+    result["notes"] = notes
+    rows = extract_rows(result)
+    result["rows"] = [r.as_dict() for r in rows]
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    json_path = args.results_dir / f"{started.strftime('%Y%m%dT%H%M%S')}-extract.json"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(rows))
+    print(f"results: {json_path} ({result['elapsed_s']:.0f} s)")
+    _log(args, json_path, lambda shown: extract_log_section(result, rows, table(rows), shown))
+    return result
+
+
+def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
+    """Our fit vs transformers.Trainer, packing and data-wait rows (``pretrain_bench.py``)."""
     quiet_frameworks()
     cfg = QUICK if args.quick else BenchConfig()
     cfg = replace(
@@ -235,14 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for n in notes:
         print(f"note: {n}")
     print(f"results: {json_path} ({result['elapsed_s']:.0f} s)")
-    if not (args.quick or args.no_log):
-        log_path = args.log or REPO / "docs" / "perf-log.md"
-        try:
-            shown = json_path.relative_to(REPO)
-        except ValueError:
-            shown = json_path
-        append_perf_log(log_path, perf_log_section(result, rows, shown))
-        print(f"appended to {log_path}")
+    _log(args, json_path, lambda shown: perf_log_section(result, rows, shown))
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,8 @@ def test_quick_benchmark_result(tmp_path: Path) -> None:
             sys.executable,
             str(REPO / "benchmarks" / "run.py"),
             "--quick",
+            "--only",
+            "pretrain",
             "--threads",
             "1",
             "--results-dir",
@@ -78,4 +81,57 @@ def test_quick_benchmark_result(tmp_path: Path) -> None:
         assert rep["ours"]["timed_tokens"] == rep["hf"]["timed_tokens"] > 0
     for name in ("tokens/s ours ÷ HF Trainer (median ratio)", "same batches on both sides (CRC)"):
         assert name in proc.stdout  # the printed table
+    assert (log.read_text() if log.exists() else None) == before  # --quick logs nothing
+
+
+def test_quick_extract_benchmark_result(tmp_path: Path) -> None:
+    """``--quick --only extract``: every C11/C12 row is there, plausible, and nothing is logged."""
+    log = REPO / "docs" / "perf-log.md"
+    before = log.read_text() if log.exists() else None
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--quick",
+            "--only",
+            "extract",
+            "--threads",
+            "1",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert time.perf_counter() - start < 60
+    (path,) = tmp_path.glob("*-extract.json")
+    assert not [p for p in tmp_path.glob("*.json") if p != path]  # the pretraining part did not run
+    result = json.loads(path.read_text())
+    assert result["quick"] is True and result["config"]["layers"] == 12
+    rows = {r["name"]: r for r in result["rows"]}
+    for hz in ("50 Hz", "25 Hz"):
+        rtf = [
+            rows[f"{hz} extraction × real time, {d}"]["value"]
+            for d in ("full depth", "stop at layer 11", "stop at layer 9")
+        ]
+        assert all(0 < v < 1e5 for v in rtf)
+        for depth in ("L11", "L9"):
+            assert 0.3 < rows[f"{hz} speed-up {depth} ÷ full (median ratio)"]["value"] < 5
+        assert 0 < rows[f"{hz} k-means share of L11 extraction"]["value"] < 0.5
+    assert rows["50 Hz speed-up L11 ÷ full (median ratio)"]["goal"] == [">=", 1.05]
+    assert rows["50 Hz speed-up L9 ÷ full (median ratio)"]["goal"] == [">=", 1.15]
+    share = rows["50 Hz k-means share of L11 extraction"]
+    assert share["goal"] == ["<=", 0.02] and share["status"] in ("PASS", "MISS")
+    ratio = rows["k-means assign ÷ sklearn predict (median ratio)"]
+    assert ratio["value"] > 0 and ratio["goal"] == [">=", 1.0] and ratio["status"] in ("PASS", "MISS")
+    assert rows["k-means frames/s: KMeans.assign (torch, median)"]["value"] > 0
+    assert rows["k-means frames/s: sklearn predict (median)"]["value"] > 0
+    # Same centroids on both sides: float32 near-ties aside, the labels agree.
+    assert rows["k-means labels equal to sklearn (fraction)"]["value"] >= 0.99
+    assert len(result["hz50"]["seconds"]["full"]) == 2 and len(result["assign"]["ratios"]) == 2
+    assert result["hz50"]["frames"]["full"] == result["hz50"]["frames"]["L9"] > 0
+    assert "k-means assign ÷ sklearn predict (median ratio)" in proc.stdout
     assert (log.read_text() if log.exists() else None) == before  # --quick logs nothing

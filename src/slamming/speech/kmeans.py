@@ -24,6 +24,14 @@ _KEY = "centroids"
 _FORMAT = "slamming.kmeans/1"
 # Rows per chunk are chosen so a chunk's (rows, k) score matrix stays near 64 MiB of float32.
 _SCORE_ELEMENTS = 1 << 24
+# On a CPU the score block should stay in cache: 2^18 floats (1 MiB, ~500 rows at k = 500) ran at
+# ~1.4x the frames/s of 64 MiB blocks on our 2-core machine (docs/perf-log.md, k-means rows).
+_CPU_SCORE_ELEMENTS = 1 << 18
+
+
+def _default_chunk(k: int, device: torch.device) -> int:
+    """Rows per score block: cache-sized on a CPU, large on an accelerator."""
+    return max(1, (_CPU_SCORE_ELEMENTS if device.type == "cpu" else _SCORE_ELEMENTS) // k)
 
 
 def _as_float_matrix(x: torch.Tensor | np.ndarray, device: torch.device | str, what: str) -> torch.Tensor:
@@ -39,7 +47,7 @@ def _nearest(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest centroid and squared distance to it for every row of ``x`` (same device as both)."""
     k = centroids.shape[0]
-    chunk = chunk_size or max(1, _SCORE_ELEMENTS // k)
+    chunk = chunk_size or _default_chunk(k, x.device)
     c_norm = centroids.pow(2).sum(dim=1)
     labels = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     dist = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
@@ -209,7 +217,8 @@ class KMeans:
 
         Args:
             x: ``(N, D)`` vectors; moved to the centroids' device chunk by chunk.
-            chunk_size: rows per matrix product; by default sized so each score matrix is ~64 MiB.
+            chunk_size: rows per matrix product; by default each score block is 2 MiB on a CPU (cache
+                sized) and 64 MiB on an accelerator.
 
         Returns:
             ``(N,)`` int64 labels on ``x``'s device (the CPU for a numpy array).
@@ -217,7 +226,15 @@ class KMeans:
         tensor = torch.as_tensor(x)
         if tensor.dim() != 2 or tensor.shape[1] != self.dim:
             raise ValueError(f"expected (N, {self.dim}) vectors, got shape {tuple(tensor.shape)}")
-        labels, _ = _nearest(tensor.to(self.device, torch.float32), self.centroids, chunk_size)
+        x_dev = tensor.to(self.device, torch.float32)
+        k = self.centroids.shape[0]
+        chunk = chunk_size or _default_chunk(k, x_dev.device)
+        c_norm = self.centroids.pow(2).sum(dim=1)
+        labels = torch.empty(x_dev.shape[0], dtype=torch.long, device=x_dev.device)
+        # Labels only: argmin of ||c||^2 - 2 x.c, written in place (no distances, no ||x||^2 pass).
+        for start in range(0, x_dev.shape[0], chunk):
+            scores = torch.addmm(c_norm, x_dev[start : start + chunk], self.centroids.T, alpha=-2.0)
+            torch.argmin(scores, dim=1, out=labels[start : start + chunk])
         return labels.to(tensor.device)
 
     def save(self, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> Path:
