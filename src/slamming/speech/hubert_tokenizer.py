@@ -22,7 +22,7 @@ from slamming.errors import SlammingError
 from slamming.speech.hubert import EDGE_PADDING, HubertFeatures
 from slamming.speech.kmeans import KMeans
 from slamming.speech.kmeans_import import load_kmeans
-from slamming.speech.tokenizer import MFCCTokenizer, check_identity, dedup
+from slamming.speech.tokenizer import MFCCTokenizer, check_identity, dedup, save_tokenizer_files
 
 __all__ = ["HubertTokenizer", "load_tokenizer"]
 
@@ -205,19 +205,9 @@ class HubertTokenizer:
         Raises:
             SlammingError: the directory already holds a tokeniser and ``overwrite`` is False.
         """
-        directory = Path(directory)
-        config = directory / _CONFIG_FILE
-        if config.exists() and not overwrite:
-            raise SlammingError(f"{config} already exists; pass overwrite=True or choose another directory")
-        self.kmeans.save(directory / _KMEANS_FILE, metadata={"kind": self.kind})
-        payload = {
-            "format_version": _FORMAT_VERSION,
-            "kind": self.kind,
-            "settings": self.settings(),
-            "identity": self.identity,
-        }
-        config.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        return directory
+        return save_tokenizer_files(
+            directory, self.kind, self.settings(), self.identity, self.kmeans, overwrite
+        )
 
     @classmethod
     def load(

@@ -62,6 +62,31 @@ def dedup(
     return array[starts], np.add.reduceat(counts, starts)
 
 
+def save_tokenizer_files(
+    directory: str | os.PathLike[str],
+    kind: str,
+    settings: dict[str, Any],
+    identity: dict[str, Any],
+    kmeans: KMeans,
+    overwrite: bool = False,
+) -> Path:
+    """Write a tokeniser folder: ``tokenizer.json`` (format, kind, settings, identity) + centroids.
+
+    Shared by every tokeniser kind so that one loader (``load_tokenizer``) reads them all.
+
+    Raises:
+        SlammingError: the directory already holds a tokeniser and ``overwrite`` is False.
+    """
+    directory = Path(directory)
+    config = directory / _CONFIG_FILE
+    if config.exists() and not overwrite:
+        raise SlammingError(f"{config} already exists; pass overwrite=True or choose another directory")
+    kmeans.save(directory / _KMEANS_FILE, metadata={"kind": kind})
+    payload = {"format_version": _FORMAT_VERSION, "kind": kind, "settings": settings, "identity": identity}
+    config.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return directory
+
+
 def check_identity(expected: Mapping[str, Any], actual: Mapping[str, Any], what: str) -> None:
     """Raise if two tokeniser identities differ.
 
@@ -303,20 +328,9 @@ class MFCCTokenizer:
         Raises:
             SlammingError: the directory already holds a tokeniser and ``overwrite`` is False.
         """
-        kmeans = self._fitted()
-        directory = Path(directory)
-        config = directory / _CONFIG_FILE
-        if config.exists() and not overwrite:
-            raise SlammingError(f"{config} already exists; pass overwrite=True or choose another directory")
-        kmeans.save(directory / _KMEANS_FILE, metadata={"kind": self.kind})
-        payload = {
-            "format_version": _FORMAT_VERSION,
-            "kind": self.kind,
-            "settings": self.settings(),
-            "identity": self.identity,
-        }
-        config.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        return directory
+        return save_tokenizer_files(
+            directory, self.kind, self.settings(), self.identity, self._fitted(), overwrite
+        )
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], device: torch.device | str = "cpu") -> MFCCTokenizer:

@@ -8,33 +8,12 @@ strategies (``trainer.devices``, ``trainer.num_nodes``), not from scripts of our
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
-from slamming.errors import SlammingError
-from slamming.speech.tokenizer import MFCCTokenizer
-
-
-def load_saved_tokenizer(directory: str | Path, device: torch.device | str = "cpu") -> Any:
-    """Load a tokeniser saved by ``save(dir)``, whatever its kind (``tokenizer.json`` says which)."""
-    path = Path(directory)
-    settings = path / "tokenizer.json"
-    if not settings.is_file():
-        raise SlammingError(
-            f"{path} holds no saved tokeniser (no tokenizer.json); fit one and save it with its save(dir)"
-        )
-    kind = json.loads(settings.read_text()).get("kind", "mfcc")
-    if kind == "mfcc":
-        return MFCCTokenizer.load(path, device=device)
-    try:
-        from slamming.speech.hubert_tokenizer import load_tokenizer
-    except ImportError:
-        raise SlammingError(f"{path}: tokeniser kind {kind!r} is not supported by this version") from None
-    return load_tokenizer(path, device=device)
+from slamming.speech.hubert_tokenizer import load_tokenizer
 
 
 class UnitExtraction(pl.LightningModule):
@@ -52,7 +31,7 @@ class UnitExtraction(pl.LightningModule):
     def __init__(self, tokenizer: str, sample_rate: int = 16000) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.tokenizer = load_saved_tokenizer(tokenizer)
+        self.tokenizer = load_tokenizer(tokenizer)
         self.sample_rate = int(sample_rate)
 
     @property
@@ -69,7 +48,7 @@ class UnitExtraction(pl.LightningModule):
         # Loaded on the CPU at construction (the writer needs its identity early); the model and the
         # k-means go to this rank's device for the real work.
         if self.device.type != "cpu":
-            self.tokenizer = load_saved_tokenizer(self.hparams.tokenizer, device=self.device)
+            self.tokenizer = load_tokenizer(self.hparams.tokenizer, device=self.device)
 
     @torch.inference_mode()
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
