@@ -43,3 +43,30 @@ def test_warmup_cosine_hand_values() -> None:
     assert all(flat(s) == 1.0 for s in range(12))
     f.resize(20)  # warmup 4, decay over 16 steps: step 12 is half way
     assert f.warmup_steps == 4 and f(1) == 0.5 and abs(f(12) - 0.525) < 1e-12
+
+
+def test_sequence_logprobs_hand_example() -> None:
+    from slamming.tasks.losses import sequence_logprobs
+
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]])
+    logps, counts = sequence_logprobs(logits, torch.tensor([[0, 1]]))
+    assert abs(float(logps[0]) + 3 * math.log(2.0)) < 1e-6 and int(counts[0]) == 2
+    logps, counts = sequence_logprobs(logits, torch.tensor([[IGNORE_INDEX, 1]]))
+    assert abs(float(logps[0]) + 2 * math.log(2.0)) < 1e-6 and int(counts[0]) == 1
+
+
+def test_dpo_loss_hand_example_and_signs() -> None:
+    from slamming.tasks.losses import dpo_loss
+
+    t = torch.tensor
+    loss, chosen, rejected = dpo_loss(t([-1.0]), t([-3.0]), t([-2.0]), t([-2.0]), beta=0.1)
+    assert abs(float(loss) - math.log1p(math.exp(-0.2))) < 1e-6  # 0.598139
+    assert abs(float(chosen[0]) - 0.1) < 1e-6 and abs(float(rejected[0]) + 0.1) < 1e-6
+    # Preferring the rejected side raises the loss; equal rewards give ln 2.
+    worse, _, _ = dpo_loss(t([-3.0]), t([-1.0]), t([-2.0]), t([-2.0]), beta=0.1)
+    assert float(worse) > float(loss)
+    even, _, _ = dpo_loss(t([-2.0]), t([-2.0]), t([-2.0]), t([-2.0]))
+    assert abs(float(even) - math.log(2.0)) < 1e-6
+    # Label smoothing eps mixes in the flipped pair: eps = 0.5 makes the loss symmetric.
+    half, _, _ = dpo_loss(t([-1.0]), t([-3.0]), t([-2.0]), t([-2.0]), beta=0.1, label_smoothing=0.5)
+    assert abs(float(half) - 0.5 * (math.log1p(math.exp(-0.2)) + math.log1p(math.exp(0.2)))) < 1e-6
