@@ -18,6 +18,15 @@ from slamming.tasks.losses import next_unit_loss
 from slamming.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, UNIT_OFFSET
 
 
+def _tiny_qwen(vocab_size: int, layers: int) -> Qwen2ForCausalLM:
+    """A small random Qwen2 (hidden 32, 4 heads / 2 KV heads, RoPE theta 10,000, sdpa) in eval mode."""
+    config = Qwen2Config(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, rope_theta=10000.0, attn_implementation="sdpa",
+    )  # fmt: skip
+    return Qwen2ForCausalLM(config).eval()
+
+
 def _stream(docs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.array([len(d) + 2 for d in docs], dtype=np.int64)
     starts = np.zeros(len(docs) + 1, dtype=np.int64)
@@ -63,18 +72,7 @@ def test_collate_ignores_cross_document_targets_and_builds_block_mask() -> None:
 def test_packed_masked_loss_equals_unpacked_per_document_loss(context: int) -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    model = Qwen2ForCausalLM(
-        Qwen2Config(
-            vocab_size=22,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            rope_theta=10000.0,
-            attn_implementation="sdpa",
-        )
-    ).eval()
+    model = _tiny_qwen(vocab_size=22, layers=2)
     docs = [rng.integers(0, 20, size=int(n)) for n in rng.integers(1, 30, size=12)]
     starts, _ = _stream(docs)
     n_win = num_windows(int(starts[-1]), context)
@@ -113,17 +111,7 @@ def test_packed_masked_loss_equals_unpacked_per_document_loss(context: int) -> N
 def test_whole_documents_that_fit_equal_their_padded_unpacked_loss() -> None:
     """When windows hold whole documents only, packed loss = the padded per-document loss."""
     torch.manual_seed(1)
-    model = Qwen2ForCausalLM(
-        Qwen2Config(
-            vocab_size=12,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            attn_implementation="sdpa",
-        )
-    ).eval()
+    model = _tiny_qwen(vocab_size=12, layers=1)
     docs = [np.array([1, 2, 3]), np.array([4, 5]), np.array([6, 7, 8, 9])]  # 5 + 4 + 6 = 15 ids
     starts, _ = _stream(docs)
     batch = collate_packed([build_window(0, starts, lambda j: docs[j], 14)])
