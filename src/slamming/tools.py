@@ -23,7 +23,7 @@ from typing import Any
 from slamming.data.corpus import UnitCorpus, summarize
 from slamming.data.corpus_import import export_features_jsonl, import_features_jsonl, import_tokens_jsonl
 from slamming.errors import SlammingError
-from slamming.models.unit_lm import export_hf, unit_lm_from_checkpoint
+from slamming.models.unit_lm import export_hf
 
 
 def _identity(args: argparse.Namespace) -> dict[str, Any]:
@@ -100,9 +100,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
-    """Rebuild the unit LM stored in a slamming checkpoint and save it with ``save_pretrained``."""
-    model, tokenizer = unit_lm_from_checkpoint(checkpoint)
-    return export_hf(model, out_dir, tokenizer)
+    """Rebuild the unit LM stored in a slamming checkpoint and save it with ``save_pretrained``.
+
+    The tokeniser folder (when the checkpoint knows it) and the run's budget travel with it.
+    """
+    from slamming.models.loading import load_unit_lm
+
+    loaded = load_unit_lm(checkpoint)
+    return export_hf(loaded.model, out_dir, loaded.tokenizer, loaded.tokenizer_dir, loaded.budget)
 
 
 def run_tool(argv: Sequence[str]) -> None:

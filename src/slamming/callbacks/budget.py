@@ -89,6 +89,13 @@ class ComputeBudget(Callback):
         max_tokens: Optional budget of trained target tokens (summed over ranks).
         check_every_n_steps: Check (and log ``budget/*``) every this many optimizer steps.
         exclude_validation: Do not count time spent in validation loops during training.
+        max_run_gpu_hours: Optional cap for this stage alone (e.g. DPO's 30 minutes), counted over
+            the stage's resumes; the run stops at whichever of the two limits comes first.
+
+    Stages. A later stage (DPO after pretraining) shares the budget of the run it started from: when
+    the LightningModule has a ``parent_budget`` attribute (the :meth:`read_consumed` dict of its
+    parent checkpoint) and this fit does not resume from its own checkpoint, the parent's GPU-hours
+    and tokens are the starting consumption, and one line says what is left of ``max_gpu_hours``.
 
     Attributes:
         stopped_by: ``"gpu_hours"`` or ``"tokens"`` once the budget stopped the current fit, else None.
@@ -109,6 +116,7 @@ class ComputeBudget(Callback):
         size_schedule: bool = False,
         measure_steps: int = 20,
         resize_every_n_steps: int = 100,
+        max_run_gpu_hours: float | None = None,
     ) -> None:
         if not max_gpu_hours > 0:
             raise SlammingError(
@@ -120,7 +128,16 @@ class ComputeBudget(Callback):
             raise SlammingError(
                 f"ComputeBudget: check_every_n_steps must be >= 1, got {check_every_n_steps}."
             )
+        if max_run_gpu_hours is not None and not max_run_gpu_hours > 0:
+            raise SlammingError(
+                f"ComputeBudget: max_run_gpu_hours must be > 0 or null, got {max_run_gpu_hours}."
+            )
         self.max_gpu_hours = float(max_gpu_hours)
+        self.max_run_gpu_hours = None if max_run_gpu_hours is None else float(max_run_gpu_hours)
+        # Consumption when this stage began (the parent's), so the stage cap survives resumes.
+        self._stage_start_gpu_hours = 0.0
+        self._restored = False
+        self.parent_gpu_hours: float | None = None
         self.max_tokens = max_tokens
         self.check_every_n_steps = check_every_n_steps
         self.exclude_validation = exclude_validation
@@ -176,9 +193,16 @@ class ComputeBudget(Callback):
         """Target tokens trained so far (summed over ranks up to the last check), including resumes."""
         return self._prior_tokens + int(self._tokens_global) + int(self._tokens_pending)
 
+    @property
+    def limit_gpu_hours(self) -> float:
+        """Consumption at which this run stops: the total, or the stage cap if that comes first."""
+        if self.max_run_gpu_hours is None:
+            return self.max_gpu_hours
+        return min(self.max_gpu_hours, self._stage_start_gpu_hours + self.max_run_gpu_hours)
+
     def remaining_gpu_hours(self) -> float:
-        """GPU-hours left in the budget (never negative)."""
-        return max(0.0, self.max_gpu_hours - self.consumed_gpu_hours)
+        """GPU-hours this run may still use (never negative)."""
+        return max(0.0, self.limit_gpu_hours - self.consumed_gpu_hours)
 
     @property
     def fraction_used(self) -> float:
@@ -199,17 +223,36 @@ class ComputeBudget(Callback):
         self._run_start = time.monotonic()
         self._start_step = trainer.global_step
         self._next_resize = trainer.global_step + self.measure_steps
+        self._adopt_parent(pl_module)
         if self.size_schedule and not callable(getattr(pl_module, "resize_schedule", None)):
             raise SlammingError(
                 f"budget.size_schedule needs {type(pl_module).__name__}.resize_schedule(total_steps); "
                 "this module has none: set budget.size_schedule=false"
             )
-        if self._prior_gpu_hours >= self.max_gpu_hours:
+        if self._prior_gpu_hours >= self.limit_gpu_hours:
             rank_zero_warn(
                 f"Compute budget already spent at start ({self._prior_gpu_hours:.4f} of "
-                f"{self.max_gpu_hours:.4f} GPU-hours); the run stops after its first optimizer step. "
+                f"{self.limit_gpu_hours:.4f} GPU-hours); the run stops after its first optimizer step. "
                 "Raise max_gpu_hours to train further."
             )
+
+    def _adopt_parent(self, pl_module: pl.LightningModule) -> None:
+        """Start from the parent stage's consumption (once; a resumed stage already holds it)."""
+        parent = getattr(pl_module, "parent_budget", None)
+        if self._restored or parent is None or self.parent_gpu_hours is not None:
+            return
+        self.parent_gpu_hours = float(parent["gpu_hours"])
+        self._prior_gpu_hours = max(self._prior_gpu_hours, self.parent_gpu_hours)
+        self._prior_tokens = max(self._prior_tokens, int(parent.get("tokens", 0)))
+        self._stage_start_gpu_hours = self._prior_gpu_hours
+        left = max(0.0, self.max_gpu_hours - self._prior_gpu_hours)
+        cap = (
+            "" if self.max_run_gpu_hours is None else f"; this stage may use {self.remaining_gpu_hours():.4f}"
+        )
+        rank_zero_info(
+            f"Compute budget: the parent run used {self.parent_gpu_hours:.4f} of {self.max_gpu_hours:.4f} GPU-hours "
+            f"({int(parent.get('tokens', 0))} tokens); {left:.4f} GPU-hours left{cap}"
+        )
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.exclude_validation and self._run_start is not None and not trainer.sanity_checking:
@@ -275,7 +318,7 @@ class ComputeBudget(Callback):
         gpu_hours = self.consumed_gpu_hours
         reason: str | None = None
         if trainer.is_global_zero:
-            if gpu_hours >= self.max_gpu_hours:
+            if gpu_hours >= self.limit_gpu_hours:
                 reason = "gpu_hours"
             elif self.max_tokens is not None and self.consumed_tokens >= self.max_tokens:
                 reason = "tokens"
@@ -299,8 +342,11 @@ class ComputeBudget(Callback):
         self.stop_tokens = self.consumed_tokens
         wall = self._run_seconds()
         if reason == "gpu_hours":
+            limit = f"{self.limit_gpu_hours:.4f}"
+            if self.limit_gpu_hours < self.max_gpu_hours:
+                limit += f" (this stage's cap; total {self.max_gpu_hours:.4f})"
             self.stop_message = (
-                f"Compute budget reached: {gpu_hours:.4f} of {self.max_gpu_hours:.4f} GPU-hours "
+                f"Compute budget reached: {gpu_hours:.4f} of {limit} GPU-hours "
                 f"(this run {wall:.1f} s × {self._world_size} device(s) + {self._prior_gpu_hours:.4f} GPU-hours "
                 f"before; validation {'excluded' if self.exclude_validation else 'included'}) "
                 f"at step {trainer.global_step}"
@@ -351,11 +397,17 @@ class ComputeBudget(Callback):
             "world_size": self._world_size,
             "stopped_by": self.stopped_by,
             "stop_step": self.stop_step,
+            "stage_start_gpu_hours": self._stage_start_gpu_hours,
+            "parent_gpu_hours": self.parent_gpu_hours,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._prior_gpu_hours = float(state_dict["gpu_hours"])
         self._prior_tokens = int(state_dict.get("tokens", 0))
+        self._stage_start_gpu_hours = float(state_dict.get("stage_start_gpu_hours", 0.0))
+        parent = state_dict.get("parent_gpu_hours")
+        self.parent_gpu_hours = None if parent is None else float(parent)
+        self._restored = True
 
     @staticmethod
     def read_consumed(checkpoint_path: str | os.PathLike[str]) -> dict[str, Any]:

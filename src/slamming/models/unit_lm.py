@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -202,34 +203,60 @@ class UnitLMBuilder:
         return model
 
 
-def export_hf(model: PreTrainedModel, out_dir: str | Path, tokenizer: dict[str, Any] | None) -> Path:
-    """Save ``model`` with ``save_pretrained`` (safetensors), recording the tokeniser identity.
+def export_hf(
+    model: PreTrainedModel,
+    out_dir: str | Path,
+    tokenizer: dict[str, Any] | None,
+    tokenizer_dir: str | Path | None = None,
+    budget: dict[str, Any] | None = None,
+) -> Path:
+    """Save ``model`` with ``save_pretrained`` (safetensors), recording its tokeniser and budget.
 
-    The identity is written into ``config.json`` under ``slamming_tokenizer`` so that whoever loads
-    the model knows which units it reads; plain ``AutoModelForCausalLM.from_pretrained`` ignores it.
+    The tokeniser identity is written into ``config.json`` under ``slamming_tokenizer`` so that
+    whoever loads the model knows which units it reads; plain ``AutoModelForCausalLM.from_pretrained``
+    ignores it. When the tokeniser's folder is known it is copied to ``<out_dir>/tokenizer``, so the
+    export alone can turn new audio into the model's units. ``budget`` (the ComputeBudget state of
+    the run) lands under ``slamming_budget``: a later stage started from the export shares it.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.config.slamming_tokenizer = dict(tokenizer) if tokenizer else None
+    model.config.slamming_budget = dict(budget) if budget else None
     model.save_pretrained(out, safe_serialization=True)
+    if tokenizer_dir is not None and Path(tokenizer_dir).is_dir():
+        shutil.copytree(tokenizer_dir, out / "tokenizer", dirs_exist_ok=True)
     return out
 
 
 def unit_lm_from_checkpoint(checkpoint: str | Path) -> tuple[PreTrainedModel, dict[str, Any] | None]:
-    """Rebuild the unit LM stored in a slamming pretraining checkpoint, with its tokeniser identity.
+    """Rebuild the unit LM stored in a slamming checkpoint (pretraining or DPO), with its tokeniser.
 
-    The architecture comes from the builder settings the checkpoint records (a TWIST-init base is
-    read for its config only; its weights are not loaded, the checkpoint's are).
+    The architecture comes from the settings the checkpoint records: the builder of a pretraining
+    run (a TWIST-init base is read for its config only; its weights are not loaded, the
+    checkpoint's are), or the full model config (``hf_config``) that a DPO run stores.
     """
     path = Path(checkpoint)
     if not path.is_file():
         raise SlammingError(f"checkpoint {path} does not exist")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     extra = ckpt.get("slamming") if isinstance(ckpt, dict) else None
-    if not extra or "backbone" not in extra:
-        raise SlammingError(f"{path} is not a slamming pretraining checkpoint (no 'slamming' section)")
-    builder = UnitLMBuilder(**{**extra["backbone"], "twist_init": False})
-    model = builder.build(int(ckpt["hyper_parameters"]["num_units"]))
-    state = {k.removeprefix("model.").replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()}
+    if not extra or not ("backbone" in extra or "hf_config" in extra):
+        raise SlammingError(f"{path} is not a slamming checkpoint (no 'slamming' section)")
+    if "hf_config" in extra:
+        config = dict(extra["hf_config"])
+        cfg = AutoConfig.for_model(config.pop("model_type"), **config)
+        model = AutoModelForCausalLM.from_config(
+            cfg,
+            attn_implementation=resolve_attention(extra.get("attn_implementation", "sdpa")),
+            dtype=_DTYPES[extra.get("dtype", "float32")],
+        )
+    else:
+        builder = UnitLMBuilder(**{**extra["backbone"], "twist_init": False})
+        model = builder.build(int(extra.get("num_units") or ckpt["hyper_parameters"]["num_units"]))
+    state = {
+        k.removeprefix("model.").replace("_orig_mod.", ""): v
+        for k, v in ckpt["state_dict"].items()
+        if k.startswith("model.")
+    }
     model.load_state_dict(state)
     return model.eval(), extra.get("tokenizer")

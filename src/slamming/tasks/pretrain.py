@@ -6,23 +6,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
 from slamming.callbacks.flops import count_params, transformer_flops_per_token
 from slamming.data.packing import document_attention_mask
-from slamming.models.unit_lm import UnitLMBuilder, export_hf
+from slamming.models.unit_lm import UnitLMBuilder
 from slamming.speech.tokenizer import check_identity
 from slamming.tasks.losses import next_unit_loss
 from slamming.tasks.schedules import WarmupCosine
+from slamming.tasks.stage import OPTIMIZERS, UnitLMStage
 
 log = logging.getLogger(__name__)
 
 
-class NextUnitPretraining(pl.LightningModule):
+class NextUnitPretraining(UnitLMStage):
     """Pretrain a unit LM on next-unit prediction.
 
     The loss is the mean cross-entropy over real targets only (targets that cross a document
@@ -64,7 +63,7 @@ class NextUnitPretraining(pl.LightningModule):
         export: bool = True,
     ) -> None:
         super().__init__()
-        if optimizer not in ("adamw", "adamw8bit"):
+        if optimizer not in OPTIMIZERS:
             raise ValueError(f"model.optimizer must be 'adamw' or 'adamw8bit', got {optimizer!r}")
         if schedule not in ("cosine", "constant"):
             raise ValueError(f"model.schedule must be 'cosine' or 'constant', got {schedule!r}")
@@ -77,6 +76,7 @@ class NextUnitPretraining(pl.LightningModule):
                 f"the model's max_position_embeddings ({max_pos}) is below data.context_length ({context_length})"
             )
         self.tokenizer_identity: dict[str, Any] | None = None
+        self.tokenizer_dir: str | None = None
         self.initial_val_loss: float | None = None
         cfg = self.model.config
         self.flops_per_token = transformer_flops_per_token(
@@ -143,6 +143,10 @@ class NextUnitPretraining(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
+        tokenizer_dir = getattr(datamodule, "tokenizer_dir", None)
+        if tokenizer_dir is not None and Path(tokenizer_dir).is_dir():
+            # Recorded so that later stages (DPO, evaluation) tokenise new speech the same way.
+            self.tokenizer_dir = str(Path(tokenizer_dir).resolve())
         data_identity = getattr(datamodule, "tokenizer", None)
         if data_identity is None:
             return
@@ -185,92 +189,25 @@ class NextUnitPretraining(pl.LightningModule):
         return value
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._last_saved_step = self.trainer.global_step
+        super().on_save_checkpoint(checkpoint)
         checkpoint["slamming"] = {
             "backbone": self.backbone.to_dict(),
             "tokenizer": self.tokenizer_identity,
+            "tokenizer_dir": self.tokenizer_dir,
+            "num_units": self.hparams.num_units,
             "initial_val_loss": self.initial_val_loss,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extra = checkpoint.get("slamming", {})
         self.tokenizer_identity = extra.get("tokenizer")
+        self.tokenizer_dir = extra.get("tokenizer_dir")
         self.initial_val_loss = extra.get("initial_val_loss")
-
-    def on_train_end(self) -> None:
-        self._save_final_checkpoint()
-        if self.hparams.export:
-            self._export()
-
-    def _save_final_checkpoint(self) -> None:
-        """Make sure the final weights are in a checkpoint (``last.ckpt`` beside the others).
-
-        ModelCheckpoint saves on its own schedule, which need not include the last step; the export
-        and the summary line refer to the final weights, so they must exist as a checkpoint too. Runs
-        on every rank (saving is a collective under DDP).
-        """
-        callback = self.trainer.checkpoint_callback
-        if not isinstance(callback, ModelCheckpoint) or callback.dirpath is None:
-            return
-        if getattr(self, "_last_saved_step", None) == self.trainer.global_step:
-            return
-        path = str(
-            Path(callback.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
-        )
-        self.trainer.save_checkpoint(path)
-        callback.last_model_path = path
-        rank_zero_info(f"saved the final weights (step {self.trainer.global_step}) to {path}")
-
-    @rank_zero_only
-    def _export(self) -> None:
-        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
-        out = export_hf(self.hf_model, Path(log_dir) / "hf_model", self.tokenizer_identity)
-        self.export_dir = out
-        rank_zero_info(f"exported the model to {out} (load it with transformers.AutoModelForCausalLM)")
-
-    @property
-    def hf_model(self) -> torch.nn.Module:
-        """The plain ``transformers`` model (unwrapped from ``torch.compile``)."""
-        return getattr(self.model, "_orig_mod", self.model)
-
-    # -- optimisation ------------------------------------------------------------------------------------
-    def _param_groups(self) -> list[dict[str, Any]]:
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.ndim < 2 or "embed" in name or "norm" in name else decay).append(p)
-        return [
-            {"params": decay, "weight_decay": self.hparams.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        groups = self._param_groups()
-        if hp.optimizer == "adamw8bit":
-            import bitsandbytes as bnb
-
-            opt = bnb.optim.AdamW8bit(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
-        else:
-            fused = self.device.type == "cuda"
-            opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, fused=fused or None)
+        opt = self._make_optimizer()
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         floor = hp.min_lr / hp.lr if hp.schedule == "cosine" else 1.0
         sched = LambdaLR(opt, WarmupCosine(hp.warmup_ratio, total, floor))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
-
-    def resize_schedule(self, total_steps: int) -> None:
-        """Move the end of the learning-rate schedule to ``total_steps`` optimizer steps.
-
-        Called by :class:`~slamming.callbacks.budget.ComputeBudget` with ``size_schedule`` on, so
-        that the cosine reaches its floor when the compute budget runs out.
-        """
-        scheduler = self.lr_schedulers()
-        schedule = scheduler.lr_lambdas[0]
-        schedule.resize(total_steps)
-        # Apply the new curve to the current step at once.
-        for group, base, factor in zip(
-            scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
-        ):
-            group["lr"] = base * factor(scheduler.last_epoch)

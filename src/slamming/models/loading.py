@@ -1,0 +1,132 @@
+"""Load a trained unit LM from wherever it lives: a slamming checkpoint or an exported folder.
+
+A later stage (DPO, evaluation) starts from the result of an earlier one. It needs more than the
+weights: the identity of the tokeniser whose units the model reads, the tokeniser's folder (to turn
+new speech into those units), and the compute budget the earlier stage consumed. A Lightning
+checkpoint written by slamming keeps them in its ``slamming`` section and its ``ComputeBudget``
+callback state; an exported Hugging Face folder keeps them in ``config.json``
+(``slamming_tokenizer``, ``slamming_budget``) and in its ``tokenizer/`` sub-folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from slamming.callbacks.budget import _load_checkpoint
+from slamming.errors import SlammingError
+from slamming.models.unit_lm import _DTYPES, resolve_attention, unit_lm_from_checkpoint
+from slamming.vocab import NUM_SPECIAL
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedUnitLM:
+    """A unit LM and what its stage needs to know about it.
+
+    Attributes:
+        model: The ``transformers`` causal LM (eval mode, on the CPU).
+        num_units: K (the vocabulary is K + 2).
+        tokenizer: The tokeniser identity the model was trained on, or None when unrecorded.
+        tokenizer_dir: Folder of that tokeniser, when known and present.
+        budget: The ComputeBudget state of the run that made the model (``gpu_hours``,
+            ``tokens``, ...), or None.
+        source: Where it was loaded from.
+    """
+
+    model: PreTrainedModel
+    num_units: int
+    tokenizer: dict[str, Any] | None
+    tokenizer_dir: Path | None
+    budget: dict[str, Any] | None
+    source: str
+
+
+def _existing_dir(path: Any) -> Path | None:
+    return Path(path) if path and Path(path).is_dir() else None
+
+
+def load_unit_lm(
+    source: str | Path, dtype: str | None = None, attn_implementation: str | None = None
+) -> LoadedUnitLM:
+    """Load a unit LM from a slamming ``.ckpt`` (pretraining or DPO) or an exported folder.
+
+    Args:
+        source: The checkpoint file or the folder with ``config.json`` and the weights.
+        dtype: ``float32``/``bfloat16``/``float16`` to cast the weights to; None keeps them.
+        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2`` (falls back to ``sdpa``
+            where flash-attn is missing); None keeps the model's.
+
+    Raises:
+        SlammingError: The source does not exist or is neither kind.
+    """
+    path = Path(source)
+    if dtype is not None and dtype not in _DTYPES:
+        raise SlammingError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    if path.is_file():
+        model, tokenizer = unit_lm_from_checkpoint(path)
+        ckpt = _load_checkpoint(str(path))
+        extra = ckpt.get("slamming", {})
+        tokenizer_dir = _existing_dir(extra.get("tokenizer_dir"))
+        budget = ckpt.get("callbacks", {}).get("ComputeBudget")
+    elif (path / "config.json").is_file():
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path)
+        except (OSError, ValueError) as err:
+            raise SlammingError(f"cannot load the model folder {path}: {str(err).splitlines()[0]}") from None
+        tokenizer = getattr(model.config, "slamming_tokenizer", None)
+        tokenizer_dir = _existing_dir(path / "tokenizer")
+        budget = getattr(model.config, "slamming_budget", None)
+    elif not path.exists():
+        raise SlammingError(
+            f"{path} does not exist; pass the .ckpt of a slamming run or an exported model folder"
+        )
+    else:
+        raise SlammingError(
+            f"{path}: not a checkpoint file nor a model folder with config.json; pass the .ckpt of a "
+            "slamming run or a folder written by `slamming export`"
+        )
+    if attn_implementation is not None:
+        model.config._attn_implementation = resolve_attention(attn_implementation)
+    if dtype is not None:
+        model = model.to(_DTYPES[dtype])
+    num_units = int(model.config.vocab_size) - NUM_SPECIAL
+    return LoadedUnitLM(model.eval(), num_units, tokenizer, tokenizer_dir, budget and dict(budget), str(path))
+
+
+def resolve_newest(pattern: str | Path) -> str:
+    """``pattern`` itself, or when it is a glob (``*``, ``?``, ``[``), its newest match by mtime.
+
+    Raises:
+        SlammingError: A glob that matches nothing.
+    """
+    text = str(pattern)
+    if not any(c in text for c in "*?["):
+        return text
+    matches = [Path(p) for p in glob.glob(text)]
+    if not matches:
+        raise SlammingError(f"nothing matches {text}; run the stage that writes it first, or give a path")
+    newest = max(matches, key=lambda p: p.stat().st_mtime)
+    log.info("%s -> %s (the newest of %d match(es))", text, newest, len(matches))
+    return str(newest)
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over the names, shapes, dtypes and bytes of every parameter and buffer (16 hex digits).
+
+    Names a model's weights exactly (the reference log-prob cache is keyed by it); ~1 s per GB.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:16]

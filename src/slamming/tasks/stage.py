@@ -1,0 +1,119 @@
+"""What every training stage of a unit LM shares: its optimizer, final checkpoint and export.
+
+Pretraining (:mod:`slamming.tasks.pretrain`) and DPO (:mod:`slamming.tasks.dpo`) both train a
+``transformers`` causal LM held in ``self.model`` with AdamW, end with their final weights in a
+checkpoint, and export those weights as a plain Hugging Face folder that records the tokeniser (and
+its folder) and the compute budget consumed, so the next stage can start from either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+from slamming.callbacks.budget import ComputeBudget
+from slamming.models.unit_lm import export_hf
+
+OPTIMIZERS = ("adamw", "adamw8bit")
+
+
+class UnitLMStage(pl.LightningModule):
+    """Base of the LightningModules that train ``self.model``, a ``transformers`` causal LM.
+
+    Subclasses set ``self.model``, ``self.tokenizer_identity`` and ``self.tokenizer_dir`` and save
+    ``optimizer``, ``lr``, ``weight_decay``, ``betas``, ``eps`` and ``export`` as hyperparameters.
+    """
+
+    model: torch.nn.Module
+    tokenizer_identity: dict[str, Any] | None = None
+    tokenizer_dir: str | None = None
+
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        """The plain ``transformers`` model (unwrapped from ``torch.compile``)."""
+        return getattr(self.model, "_orig_mod", self.model)
+
+    # -- optimisation ------------------------------------------------------------------------------------
+    def _param_groups(self) -> list[dict[str, Any]]:
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or "embed" in name or "norm" in name else decay).append(p)
+        return [
+            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW (fused on CUDA) or bitsandbytes' 8-bit AdamW; no decay on biases, norms, embeddings."""
+        hp = self.hparams
+        groups = self._param_groups()
+        if hp.optimizer == "adamw8bit":
+            import bitsandbytes as bnb
+
+            return bnb.optim.AdamW8bit(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        fused = self.device.type == "cuda"
+        return torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, fused=fused or None)
+
+    def resize_schedule(self, total_steps: int) -> None:
+        """Move the end of the learning-rate schedule to ``total_steps`` optimizer steps.
+
+        Called by :class:`~slamming.callbacks.budget.ComputeBudget` with ``size_schedule`` on, so
+        that the schedule reaches its floor when the compute budget runs out.
+        """
+        scheduler = self.lr_schedulers()
+        schedule = scheduler.lr_lambdas[0]
+        schedule.resize(total_steps)
+        # Apply the new curve to the current step at once.
+        for group, base, factor in zip(
+            scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+        ):
+            group["lr"] = base * factor(scheduler.last_epoch)
+
+    # -- end of training ---------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._last_saved_step = self.trainer.global_step
+
+    def on_train_end(self) -> None:
+        self._save_final_checkpoint()
+        if self.hparams.export:
+            self._export()
+
+    def _save_final_checkpoint(self) -> None:
+        """Make sure the final weights are in a checkpoint (``last.ckpt`` beside the others).
+
+        ModelCheckpoint saves on its own schedule, which need not include the last step; the export
+        and the summary line refer to the final weights, so they must exist as a checkpoint too. Runs
+        on every rank (saving is a collective under DDP).
+        """
+        callback = self.trainer.checkpoint_callback
+        if not isinstance(callback, ModelCheckpoint) or callback.dirpath is None:
+            return
+        if getattr(self, "_last_saved_step", None) == self.trainer.global_step:
+            return
+        path = str(
+            Path(callback.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+        )
+        self.trainer.save_checkpoint(path)
+        callback.last_model_path = path
+        rank_zero_info(f"saved the final weights (step {self.trainer.global_step}) to {path}")
+
+    @rank_zero_only
+    def _export(self) -> None:
+        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
+        budget = next((cb for cb in self.trainer.callbacks if isinstance(cb, ComputeBudget)), None)
+        out = export_hf(
+            self.hf_model,
+            Path(log_dir) / "hf_model",
+            self.tokenizer_identity,
+            self.tokenizer_dir,
+            budget.state_dict() if budget is not None else None,
+        )
+        self.export_dir = out
+        rank_zero_info(f"exported the model to {out} (load it with transformers.AutoModelForCausalLM)")
