@@ -59,4 +59,17 @@ def test_paper_pretraining_recipe_values() -> None:
     assert model["optimizer"] == "adamw" and model["lr"] == 1e-3 and model["min_lr"] == 5e-5
     assert model["warmup_ratio"] == 0.01 and trainer["gradient_clip_val"] == 0.5
     assert trainer["max_steps"] == 17625
-    assert cfg["budget"]["max_gpu_hours"] == 24.0
+    assert cfg["budget"]["max_gpu_hours"] == 23.5  # + 0.5 h of DPO = the paper's 24
+
+
+def test_paper_dpo_recipe_values() -> None:
+    """slam-recipe.md §1.5 (paper Table 5): beta 0.1, lr 5e-5, inverse sqrt, 4 x 16 pairs, 30 min."""
+    cfg = yaml.safe_load(Path("configs/dpo.yaml").read_text())
+    trainer, model, data = cfg["trainer"], cfg["model"]["init_args"], cfg["data"]["init_args"]
+    assert cfg["model"]["class_path"] == "slamming.tasks.dpo.DPOAlignment"
+    assert model["beta"] == 0.1 and model["lr"] == 5e-5 and model["label_smoothing"] == 0.0
+    assert data["batch_size"] == 4 and trainer["accumulate_grad_batches"] == 16
+    assert data["context_length"] == 1024 and trainer["precision"] == "bf16-true"
+    assert data["source"] == "swag" and data["max_auto_bleu"] == 0.3
+    assert cfg["budget"]["max_gpu_hours"] == 24.0 and cfg["budget"]["max_run_gpu_hours"] == 0.5
+    assert "runs/slam/" in model["init_from"]  # the pretraining result of configs/pretrain.yaml

@@ -7,7 +7,7 @@ import math
 import torch
 
 from slamming.tasks.losses import next_unit_loss
-from slamming.tasks.schedules import WarmupCosine
+from slamming.tasks.schedules import InverseSqrt, WarmupCosine
 from slamming.vocab import IGNORE_INDEX
 
 
@@ -43,6 +43,15 @@ def test_warmup_cosine_hand_values() -> None:
     assert all(flat(s) == 1.0 for s in range(12))
     f.resize(20)  # warmup 4, decay over 16 steps: step 12 is half way
     assert f.warmup_steps == 4 and f(1) == 0.5 and abs(f(12) - 0.525) < 1e-12
+
+
+def test_inverse_sqrt_hand_values() -> None:
+    f = InverseSqrt(warmup_steps=4)
+    assert [f(0), f(1), f(2), f(3)] == [0.25, 0.5, 0.75, 1.0]
+    assert abs(f(15) - 0.5) < 1e-12 and abs(f(63) - 0.25) < 1e-12
+    f.resize(10)  # no horizon: unchanged
+    assert abs(f(15) - 0.5) < 1e-12
+    assert InverseSqrt(0)(0) == 1.0 and abs(InverseSqrt(0)(3) - 0.5) < 1e-12
 
 
 def test_sequence_logprobs_hand_example() -> None:

@@ -26,8 +26,11 @@ def _pad_to(batch: dict[str, torch.Tensor], length: int) -> dict[str, torch.Tens
 
 
 def concatenated_logprobs(
-    model: torch.nn.Module, chosen: dict[str, torch.Tensor], rejected: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
+    model: torch.nn.Module,
+    chosen: dict[str, torch.Tensor],
+    rejected: dict[str, torch.Tensor],
+    with_counts: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """Summed completion log-probabilities of the chosen and the rejected sequences, one forward.
 
     Each side is a right-padded batch: ``input_ids``, ``attention_mask`` (1 = real token) and
@@ -35,12 +38,15 @@ def concatenated_logprobs(
     ``IGNORE_INDEX`` on the prompt and padding). The sides are padded to a common length and stacked.
 
     Returns:
-        ``(chosen_logps, rejected_logps)``, each ``(B,)`` in fp32.
+        ``(chosen_logps, rejected_logps)``, each ``(B,)`` in fp32; with ``with_counts`` also the
+        number of scored tokens of each side, ``(chosen_counts, rejected_counts)``.
     """
     length = max(chosen["input_ids"].shape[1], rejected["input_ids"].shape[1])
     a, b = _pad_to(chosen, length), _pad_to(rejected, length)
     both = {key: torch.cat([a[key], b[key]]) for key in a}
     logits = model(input_ids=both["input_ids"], attention_mask=both["attention_mask"], use_cache=False).logits
-    logps, _ = sequence_logprobs(logits, both["labels"])
+    logps, counts = sequence_logprobs(logits, both["labels"])
     n = chosen["input_ids"].shape[0]
+    if with_counts:
+        return logps[:n], logps[n:], counts[:n], counts[n:]
     return logps[:n], logps[n:]

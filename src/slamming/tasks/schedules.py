@@ -38,3 +38,30 @@ class WarmupCosine:
         decay = max(self.total_steps - self.warmup_steps, 1)
         progress = min(max((step - self.warmup_steps) / decay, 0.0), 1.0)
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class InverseSqrt:
+    """Linear warmup over ``W`` steps, then decay with the inverse square root of the step.
+
+    The multiplier at optimizer step ``s`` (0-based) is ``(s + 1) / W`` during warmup and
+    ``sqrt(W / (s + 1))`` after it (``W = max(warmup_steps, 1)``), so the two pieces meet at 1 when
+    ``s + 1 = W`` and the rate halves every time the step count quadruples — the schedule of the
+    paper's DPO stage and of its early pretraining investigations.
+
+    Example: warmup 4: steps 0..3 → 0.25, 0.5, 0.75, 1.0; step 15 → sqrt(4 / 16) = 0.5; step 63 →
+    0.25.
+
+    ``resize`` exists so that a compute budget may call it like :class:`WarmupCosine`'s; the curve
+    has no horizon, so it does nothing.
+    """
+
+    def __init__(self, warmup_steps: int) -> None:
+        self.warmup_steps = max(int(warmup_steps), 1)
+
+    def resize(self, total_steps: int) -> None:
+        """No-op: the inverse square root has no end point to move."""
+
+    def __call__(self, step: int) -> float:
+        if step + 1 < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        return math.sqrt(self.warmup_steps / (step + 1))

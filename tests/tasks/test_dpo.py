@@ -1,0 +1,283 @@
+"""DPOAlignment: reference modes agree, fits run through the CLI, resume, shared budget, bad input (issue 4)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from slamming.callbacks.budget import ComputeBudget
+from slamming.cli import main
+from slamming.data.preference import PreferenceDataModule
+from slamming.data.preference_corpus import PreferenceCorpusWriter
+from slamming.errors import SlammingError
+from slamming.models.unit_lm import UnitLMBuilder, export_hf, unit_lm_from_checkpoint
+from slamming.tasks.dpo import DPOAlignment
+from slamming.tasks.reference import ReferenceKey, compute_reference_logps, load_reference, save_reference
+from tests.conftest import TEST_IDENTITY, TINY_BACKBONE, fit_config, markov_documents
+
+K = TEST_IDENTITY["k"]
+
+
+def _preference_corpus(path: Path, n: int, seed: int) -> Path:
+    """Triples whose chosen side follows the Markov chain of the pretraining data, rejected is noise."""
+    docs = markov_documents(n, seed=seed)
+    rng = np.random.default_rng(seed)
+    with PreferenceCorpusWriter(path, TEST_IDENTITY, K) as writer:
+        for i, doc in enumerate(docs):
+            cut = max(2, len(doc) // 2)
+            prompt, chosen = doc[:cut], doc[cut:] if len(doc) > cut else doc[-2:]
+            rejected = rng.integers(0, K, size=len(chosen))
+            writer.add(prompt, chosen, rejected, source=f"t{i}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def preferences(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("prefs")
+    return {
+        "train": _preference_corpus(root / "train", 48, 3),
+        "val": _preference_corpus(root / "val", 16, 4),
+    }
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory, unit_corpora: dict[str, Path]) -> Path:
+    """A tiny pretraining run (12 steps) whose last checkpoint DPO starts from."""
+    root = tmp_path_factory.mktemp("pre")
+    main(["fit", "--config", str(fit_config(root, unit_corpora))])
+    return root / "runs" / "t" / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def dpo_config(tmp_path: Path, init_from: Path, preferences: dict[str, Path], **model: Any) -> Path:
+    cfg: dict[str, Any] = {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu",
+            "max_steps": 8,
+            "log_every_n_steps": 1,
+            "val_check_interval": 4,
+            "check_val_every_n_epoch": None,
+            "num_sanity_val_steps": 0,
+            "enable_progress_bar": False,
+            "deterministic": True,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": str(tmp_path / "runs"), "name": "dpo"},
+            },
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {
+                        "save_last": True,
+                        "every_n_train_steps": 4,
+                        "save_top_k": -1,
+                        "filename": "{step}",
+                    },
+                }
+            ],
+        },
+        "model": {
+            "class_path": "slamming.tasks.dpo.DPOAlignment",
+            "init_args": {
+                "init_from": str(init_from),
+                "lr": 3e-3,
+                "warmup_steps": 2,
+                "reference_cache_dir": str(tmp_path / "ref"),
+                "progress": False,
+                **model,
+            },
+        },
+        "data": {
+            "class_path": "slamming.data.preference.PreferenceDataModule",
+            "init_args": {
+                "train": str(preferences["train"]),
+                "val": str(preferences["val"]),
+                "context_length": 64,
+                "batch_size": 4,
+            },
+        },
+        "budget": {"max_gpu_hours": 1.0},
+    }
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "dpo.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _scalars(run: Path, tag: str) -> dict[int, float]:
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars(tag)}
+
+
+def _tiny_folder(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    model = UnitLMBuilder(**TINY_BACKBONE["init_args"]).build(K)
+    return export_hf(model, path, TEST_IDENTITY)
+
+
+def _data(preferences: dict[str, Path]) -> PreferenceDataModule:
+    dm = PreferenceDataModule(train=str(preferences["train"]), val=str(preferences["val"]), context_length=64)
+    dm.setup("fit")
+    return dm
+
+
+def test_precomputed_reference_loss_equals_live_reference_loss(tmp_path: Path, preferences: dict) -> None:
+    folder = _tiny_folder(tmp_path / "m", seed=0)
+    dm = _data(preferences)
+    live = DPOAlignment(str(folder), num_units=K, context_length=64, reference="live")
+    cached = DPOAlignment(str(folder), num_units=K, context_length=64)
+    assert cached.reference_fingerprint == live.reference_fingerprint
+    cached._reference_logps["train"] = compute_reference_logps(
+        cached.hf_model,
+        dm.reference_loader("train", 7),
+        dm.num_triples("train"),
+        torch.device("cpu"),
+        progress=False,
+    )
+    # Move the policies away from the reference so the rewards are not all zero.
+    with torch.no_grad():
+        for a, b in zip(live.model.parameters(), cached.model.parameters(), strict=True):
+            step = 0.05 * torch.randn_like(a)
+            a.add_(step)
+            b.add_(step)
+    batch = next(iter(dm.reference_loader("train", 6)))
+    with torch.no_grad():
+        x, y = live._evaluate(batch, "train"), cached._evaluate(batch, "train")
+    assert abs(float(x["loss"]) - math.log(2)) > 1e-3  # the policy moved
+    for name in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margin"):
+        assert float(x[name]) == pytest.approx(float(y[name]), abs=1e-5), name
+
+
+def test_reference_cache_for_another_model_or_data_is_refused(tmp_path: Path, preferences: dict) -> None:
+    folder = _tiny_folder(tmp_path / "m", seed=0)
+    dm = _data(preferences)
+    module = DPOAlignment(str(folder), num_units=K, context_length=64)
+    logps = compute_reference_logps(
+        module.hf_model,
+        dm.reference_loader("val", 8),
+        dm.num_triples("val"),
+        torch.device("cpu"),
+        progress=False,
+    )
+    key = ReferenceKey(module.reference_fingerprint, dm.data_fingerprint("val"), "32-true")
+    path = save_reference(tmp_path / "ref.pt", key, logps)
+    assert torch.equal(load_reference(path, key, 16).chosen, logps.chosen)
+    other_model = DPOAlignment(str(_tiny_folder(tmp_path / "m2", seed=1)), num_units=K, context_length=64)
+    with pytest.raises(SlammingError, match="made for another model"):
+        load_reference(path, ReferenceKey(other_model.reference_fingerprint, key.data, key.precision), 16)
+    with pytest.raises(SlammingError, match="made for other data"):
+        load_reference(path, ReferenceKey(key.model, dm.data_fingerprint("train"), key.precision), 16)
+    with pytest.raises(SlammingError, match="another precision"):
+        load_reference(path, ReferenceKey(key.model, key.data, "bf16-mixed"), 16)
+
+
+def test_dpo_fit_logs_rewards_checkpoints_exports_and_shares_the_budget(
+    tmp_path: Path, pretrained: Path, preferences: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO"):
+        main(["fit", "--config", str(dpo_config(tmp_path, pretrained, preferences))])
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("the parent run used" in m for m in messages)
+    assert any("held-out preference accuracy (16 pairs)" in m for m in messages)
+    run = tmp_path / "runs" / "dpo" / "version_0"
+    for tag in ("train/loss", "train/rewards/accuracy", "train/rewards/margin", "train/logps/chosen"):
+        assert len(_scalars(run, tag)) >= 4, tag
+    accuracy = _scalars(run, "val/pref_accuracy")
+    assert 0 in accuracy and 8 in accuracy  # the pretrained model's, and the final one
+    loss0 = _scalars(run, "val/loss")[0]
+    assert loss0 == pytest.approx(math.log(2), abs=1e-5)  # policy == reference before the first step
+    assert len(list((tmp_path / "ref").glob("*-train.pt"))) == 1
+    # The budget continues from the parent's consumption.
+    parent = ComputeBudget.read_consumed(pretrained)
+    child = ComputeBudget.read_consumed(run / "checkpoints" / "last.ckpt")
+    assert child["gpu_hours"] > parent["gpu_hours"] and child["parent_gpu_hours"] == parent["gpu_hours"]
+    # The DPO checkpoint and the export hold the aligned policy, with the tokeniser identity.
+    model, identity = unit_lm_from_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert identity == TEST_IDENTITY
+    from transformers import AutoModelForCausalLM
+
+    exported = AutoModelForCausalLM.from_pretrained(run / "hf_model").eval()
+    ids = torch.tensor([[1, 5, 6, 7, 8]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, exported(ids).logits)
+    # The export records the total at the end of training (a moment after the last checkpoint).
+    assert child["gpu_hours"] <= exported.config.slamming_budget["gpu_hours"] < child["gpu_hours"] + 1e-4
+
+
+def test_resume_mid_dpo_reproduces_the_uninterrupted_losses(
+    tmp_path: Path, pretrained: Path, preferences: dict
+) -> None:
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    main(["fit", "--config", str(dpo_config(full, pretrained, preferences))])
+    ckpt = full / "runs" / "dpo" / "version_0" / "checkpoints" / "step=4.ckpt"
+    main(["fit", "--config", str(dpo_config(resumed, pretrained, preferences)), "--ckpt_path", str(ckpt)])
+    a = _scalars(full / "runs" / "dpo" / "version_0", "train/loss")
+    b = _scalars(resumed / "runs" / "dpo" / "version_0", "train/loss")
+    assert sorted(b) == list(range(4, 8))
+    for step in range(4, 8):
+        assert a[step] == pytest.approx(b[step], abs=1e-6), step
+
+
+def test_live_reference_fit_matches_the_precomputed_one(
+    tmp_path: Path, pretrained: Path, preferences: dict
+) -> None:
+    runs = {}
+    for mode in ("live", "precomputed"):
+        main(["fit", "--config", str(dpo_config(tmp_path / mode, pretrained, preferences, reference=mode))])
+        runs[mode] = _scalars(tmp_path / mode / "runs" / "dpo" / "version_0", "train/loss")
+    for step, value in runs["live"].items():
+        assert runs["precomputed"][step] == pytest.approx(value, abs=1e-5), step
+
+
+def test_total_budget_across_pretraining_and_dpo(
+    tmp_path: Path, unit_corpora: dict, preferences: dict
+) -> None:
+    pre = tmp_path / "pre"
+    pre.mkdir()
+    overrides = {"trainer": {"max_steps": 100000}, "budget": {"max_gpu_hours": 0.0004}}  # ~1.4 s
+    main(["fit", "--config", str(fit_config(pre, unit_corpora, **overrides))])
+    # The newest checkpoint holds the stop (the budget's own when no periodic one fell on it).
+    parent = max(
+        (pre / "runs" / "t" / "version_0" / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime
+    )
+    spent = ComputeBudget.read_consumed(parent)
+    assert spent["stopped_by"] == "gpu_hours"
+    cfg = yaml.safe_load(dpo_config(tmp_path, parent, preferences).read_text())
+    cfg["trainer"]["max_steps"] = 100000
+    cfg["budget"] = {"max_gpu_hours": spent["gpu_hours"] + 0.0004}  # the total leaves ~1.4 s for DPO
+    (tmp_path / "dpo.yaml").write_text(yaml.safe_dump(cfg))
+    main(["fit", "--config", str(tmp_path / "dpo.yaml")])
+    ckpts = tmp_path / "runs" / "dpo" / "version_0" / "checkpoints"
+    child = ComputeBudget.read_consumed(max(ckpts.glob("*.ckpt"), key=lambda p: p.stat().st_mtime))
+    assert child["stopped_by"] == "gpu_hours"
+    total = cfg["budget"]["max_gpu_hours"]
+    # Stopped at the total, overshooting by at most a few tiny steps.
+    assert total <= child["gpu_hours"] < total + 0.0001
+
+
+def test_data_with_another_number_of_units_is_one_clear_error(
+    tmp_path: Path, pretrained: Path, capsys: pytest.CaptureFixture
+) -> None:
+    lines = [
+        '{"prompt": {"units": [1, 2, 3]}, "chosen": {"units": [4, 5]}, "rejected": {"units": [6, 7]}}'
+    ] * 4
+    (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = yaml.safe_load(
+        dpo_config(tmp_path, pretrained, {"train": tmp_path / "p.jsonl", "val": None}).read_text()
+    )
+    cfg["data"]["init_args"].update({"num_units": 500})
+    del cfg["data"]["init_args"]["val"]
+    (tmp_path / "dpo.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(tmp_path / "dpo.yaml")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "K=500" in err and f"K={K}" in err and "Traceback" not in err
