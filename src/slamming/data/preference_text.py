@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slamming.data.stories import StoryGenerator, prefix_and_ending
+from slamming.data.texts import split_by_hash
 from slamming.errors import SlammingError
 
 __all__ = [
@@ -381,14 +382,4 @@ def split_triples(
     Raises:
         SlammingError: ``val_fraction`` outside [0, 1) or a negative seed.
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise SlammingError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if seed < 0:
-        raise SlammingError(f"the split seed must be a non-negative integer, got {seed}")
-    prefix = f"{int(seed)}\0".encode()
-    train: list[TextTriple] = []
-    val: list[TextTriple] = []
-    for triple in triples:
-        digest = hashlib.blake2b(prefix + triple.prompt.encode("utf-8"), digest_size=8).digest()
-        (val if int.from_bytes(digest, "big") / 2**64 < val_fraction else train).append(triple)
-    return train, val
+    return split_by_hash(triples, lambda triple: triple.prompt, val_fraction, seed)

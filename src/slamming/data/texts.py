@@ -23,12 +23,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from slamming.errors import SlammingError
+
+T = TypeVar("T")
 
 __all__ = [
     "ENDOFTEXT",
@@ -210,16 +212,30 @@ def split_texts(texts: list[str], val_fraction: float, seed: int = 0) -> tuple[l
     Returns:
         ``(train, val)``, each in corpus order.
     """
+    return split_by_hash(texts, lambda text: text, val_fraction, seed)
+
+
+def split_by_hash(
+    items: Iterable[T], key: Callable[[T], str], val_fraction: float, seed: int = 0
+) -> tuple[list[T], list[T]]:
+    """Split items into train and validation by a seeded hash of ``key(item)``.
+
+    An item goes to validation iff ``blake2b(seed, key(item))``, read as a number in [0, 1), is below
+    ``val_fraction`` (see :func:`split_texts`); items sharing a key share a split.
+
+    Raises:
+        SlammingError: ``val_fraction`` outside [0, 1) or a negative seed.
+    """
     if not 0.0 <= val_fraction < 1.0:
         raise SlammingError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if seed < 0:
         raise SlammingError(f"the split seed must be a non-negative integer, got {seed}")
     prefix = f"{int(seed)}\0".encode()
-    train: list[str] = []
-    val: list[str] = []
-    for text in texts:
-        digest = hashlib.blake2b(prefix + text.encode("utf-8"), digest_size=8).digest()
-        (val if int.from_bytes(digest, "big") / 2**64 < val_fraction else train).append(text)
+    train: list[T] = []
+    val: list[T] = []
+    for item in items:
+        digest = hashlib.blake2b(prefix + key(item).encode("utf-8"), digest_size=8).digest()
+        (val if int.from_bytes(digest, "big") / 2**64 < val_fraction else train).append(item)
     return train, val
 
 
