@@ -83,7 +83,8 @@ class UnitLMStage(pl.LightningModule):
     def on_train_end(self) -> None:
         self._save_final_checkpoint()
         if self.hparams.export:
-            self._export()
+            # trainer.log_dir broadcasts under DDP: every rank must ask, before the rank-0 export.
+            self._export(Path(self.trainer.log_dir or self.trainer.default_root_dir))
 
     def _save_final_checkpoint(self) -> None:
         """Make sure the final weights are in a checkpoint (``last.ckpt`` beside the others).
@@ -105,12 +106,11 @@ class UnitLMStage(pl.LightningModule):
         rank_zero_info(f"saved the final weights (step {self.trainer.global_step}) to {path}")
 
     @rank_zero_only
-    def _export(self) -> None:
-        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
+    def _export(self, log_dir: Path) -> None:
         budget = next((cb for cb in self.trainer.callbacks if isinstance(cb, ComputeBudget)), None)
         out = export_hf(
             self.hf_model,
-            Path(log_dir) / "hf_model",
+            log_dir / "hf_model",
             self.tokenizer_identity,
             self.tokenizer_dir,
             budget.state_dict() if budget is not None else None,
