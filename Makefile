@@ -10,6 +10,7 @@ setup:
 
 demo: setup
 	$(BIN)/slamming fit --config configs/tiny/pretrain.yaml
+	$(BIN)/slamming fit --config configs/tiny/dpo.yaml
 	$(BIN)/python scripts/demo_report.py
 
 test: setup
@@ -31,4 +32,4 @@ gpu-check:
 	python3 scripts/gpu_check.py
 
 clean-demo:
-	rm -rf runs/tiny data/synthetic
+	rm -rf runs/tiny runs/tiny-dpo data/synthetic data/preference data/reference

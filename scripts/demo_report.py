@@ -1,13 +1,19 @@
-"""Check and summarise a finished pretraining run: loss drop, TensorBoard files, export fidelity.
+"""Check and summarise the demo's runs: pretraining (loss drop) and DPO (held-out preference accuracy).
 
-Usage: ``python scripts/demo_report.py [RUN_DIR]`` (default: the newest ``runs/tiny/version_*``).
-Prints the validation loss at step 0 and at the end, the relative drop, the TensorBoard event
-files, and whether the exported Hugging Face folder gives the same logits as the final checkpoint.
-Exits 1 if an artifact is missing or the logits differ.
+Usage: ``python scripts/demo_report.py [PRETRAIN_RUN] [--dpo DPO_RUN]``. Defaults: the newest
+``runs/tiny/version_*`` and, when there is one, the newest ``runs/tiny-dpo/version_*``.
+
+For the pretraining run it prints the validation loss at step 0 and at the end with the relative
+drop; for the DPO run, the held-out preference accuracy (chosen completion more likely per token than
+the rejected one, on triples never trained on) of the pretrained model (step 0) and after DPO, with
+the DPO loss and reward accuracy. For both: the TensorBoard event files, and whether the exported
+Hugging Face folder gives the same logits as the final checkpoint. Exits 1 if an artifact is missing
+or the logits differ.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -18,11 +24,9 @@ from transformers import AutoModelForCausalLM
 from slamming.models.unit_lm import unit_lm_from_checkpoint
 
 
-def newest_run(root: Path = Path("runs/tiny")) -> Path:
+def newest_run(root: Path) -> Path | None:
     runs = sorted(root.glob("version_*"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        sys.exit(f"no run under {root}: run `make demo` first")
-    return runs[-1]
+    return runs[-1] if runs else None
 
 
 def final_checkpoint(run: Path) -> Path:
@@ -32,20 +36,16 @@ def final_checkpoint(run: Path) -> Path:
     return ckpts[-1]
 
 
-def main() -> int:
-    run = Path(sys.argv[1]) if len(sys.argv) > 1 else newest_run()
-    events = sorted(run.glob("events.out.tfevents.*"))
+def scalars(run: Path, tag: str) -> dict[int, float]:
     acc = EventAccumulator(str(run))
     acc.Reload()
-    val = {e.step: e.value for e in acc.Scalars("val/loss")}
-    start, end_step = val.get(0), max(val)
-    end = val[end_step]
-    print(f"run                 {run}")
-    print(f"tensorboard events  {len(events)} file(s): {', '.join(e.name for e in events)}")
-    if start is not None:
-        print(
-            f"val/loss            step 0: {start:.4f}  ->  step {end_step}: {end:.4f}  ({100 * (1 - end / start):.1f} % lower)"
-        )
+    if tag not in acc.Tags().get("scalars", []):
+        return {}
+    return {e.step: e.value for e in acc.Scalars(tag)}
+
+
+def check_export(run: Path) -> bool:
+    """Print and return whether ``run/hf_model`` gives the final checkpoint's logits exactly."""
     ckpt = final_checkpoint(run)
     hf = AutoModelForCausalLM.from_pretrained(run / "hf_model").eval()
     ref, _ = unit_lm_from_checkpoint(ckpt)
@@ -56,7 +56,70 @@ def main() -> int:
     print(
         f"export              {run / 'hf_model'} vs {ckpt.name}: max |logit diff| = {diff:.3g} ({'identical' if same else 'DIFFERENT'})"
     )
-    return 0 if events and same else 1
+    return same
+
+
+def report_run(run: Path) -> bool:
+    events = sorted(run.glob("events.out.tfevents.*"))
+    print(f"run                 {run}")
+    print(f"tensorboard events  {len(events)} file(s): {', '.join(e.name for e in events)}")
+    return bool(events)
+
+
+def report_pretraining(run: Path) -> bool:
+    ok = report_run(run)
+    val = scalars(run, "val/loss")
+    if val and 0 in val:
+        end_step = max(val)
+        start, end = val[0], val[end_step]
+        print(
+            f"val/loss            step 0: {start:.4f}  ->  step {end_step}: {end:.4f}  ({100 * (1 - end / start):.1f} % lower)"
+        )
+    return check_export(run) and ok
+
+
+def report_dpo(run: Path) -> bool:
+    ok = report_run(run)
+    accuracy = scalars(run, "val/pref_accuracy")
+    if accuracy and 0 in accuracy:
+        end_step = max(accuracy)
+        print(
+            f"held-out preference accuracy  pretrained (step 0): {accuracy[0]:.4f}  ->  after DPO (step {end_step}): "
+            f"{accuracy[end_step]:.4f}  ({100 * (accuracy[end_step] - accuracy[0]):+.1f} points)"
+        )
+        per_unit = scalars(run, "val/pref_accuracy_per_token")
+        if 0 in per_unit and end_step in per_unit:
+            print(
+                f"  the same per unit (mean log-likelihood, as the pair benchmarks): {per_unit[0]:.4f}  ->  "
+                f"{per_unit[end_step]:.4f}  ({100 * (per_unit[end_step] - per_unit[0]):+.1f} points)"
+            )
+        loss, rewards = scalars(run, "val/loss"), scalars(run, "val/rewards/accuracy")
+        if end_step in loss and end_step in rewards:
+            print(
+                f"held-out DPO loss   step 0: {loss[0]:.4f}  ->  step {end_step}: {loss[end_step]:.4f};  "
+                f"reward accuracy at step {end_step}: {rewards[end_step]:.4f}"
+            )
+    else:
+        print("held-out preference accuracy: not logged (no validation data)")
+    return check_export(run) and ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "run", nargs="?", type=Path, help="pretraining run (default: newest runs/tiny/version_*)"
+    )
+    parser.add_argument("--dpo", type=Path, help="DPO run (default: newest runs/tiny-dpo/version_*, if any)")
+    args = parser.parse_args(argv)
+    run = args.run or newest_run(Path("runs/tiny"))
+    if run is None:
+        sys.exit("no run under runs/tiny: run `make demo` first")
+    ok = report_pretraining(run)
+    dpo = args.dpo or (None if args.run else newest_run(Path("runs/tiny-dpo")))
+    if dpo is not None:
+        print()
+        ok = report_dpo(dpo) and ok
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +212,18 @@ def test_dpo_fit_logs_rewards_checkpoints_exports_and_shares_the_budget(
         assert torch.equal(model(ids).logits, exported(ids).logits)
     # The export records the total at the end of training (a moment after the last checkpoint).
     assert child["gpu_hours"] <= exported.config.slamming_budget["gpu_hours"] < child["gpu_hours"] + 1e-4
+    # The report `make demo` ends with prints both accuracies.
+    report = subprocess.run(
+        [sys.executable, "scripts/demo_report.py", str(pretrained.parent.parent), "--dpo", str(run)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert report.returncode == 0, report.stderr
+    final = max(accuracy)
+    assert f"pretrained (step 0): {accuracy[0]:.4f}" in report.stdout
+    assert f"after DPO (step {final}): {accuracy[final]:.4f}" in report.stdout
+    assert report.stdout.count("(identical)") == 2
 
 
 def test_resume_mid_dpo_reproduces_the_uninterrupted_losses(
@@ -281,3 +295,30 @@ def test_data_with_another_number_of_units_is_one_clear_error(
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "K=500" in err and f"K={K}" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo DDP test written for Linux")
+def test_two_process_ddp_dpo_shares_one_reference_cache(
+    tmp_path: Path, pretrained: Path, preferences: dict
+) -> None:
+    cfg = dpo_config(tmp_path, pretrained, preferences)
+    cmd = [
+        sys.executable,
+        "-m",
+        "slamming.cli",
+        "fit",
+        "--config",
+        str(cfg),
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Rank 0 computed the reference log-probs once per split; both ranks trained on them.
+    assert len(list((tmp_path / "ref").glob("*-train.pt"))) == 1
+    assert len(list((tmp_path / "ref").glob("*-val.pt"))) == 1
+    run = tmp_path / "runs" / "dpo" / "version_0"
+    assert sorted(_scalars(run, "train/loss")) == list(range(8))
+    assert "held-out preference accuracy (16 pairs)" in proc.stderr + proc.stdout
+    child = ComputeBudget.read_consumed(run / "checkpoints" / "last.ckpt")
+    assert child["world_size"] == 2

@@ -11,9 +11,11 @@ its log-probs computed once per split before training and cached on disk
 of each step.
 
 Validation reports, on held-out triples, the DPO loss and reward accuracy and the *preference
-accuracy*: how often the policy gives the chosen completion a higher mean per-token log-likelihood
-than the rejected one (ties count one half), as the pair benchmarks score models. It is measured
-before the first step too (the pretrained model) and after the last, and both are printed.
+accuracy*: how often the policy gives the chosen completion a higher log-likelihood (given the
+prompt) than the rejected one, ties counting one half — ``val/pref_accuracy`` on the summed
+log-likelihood DPO itself works with, ``val/pref_accuracy_per_token`` on the mean per unit, as the
+pair benchmarks score models. Both are measured before the first step (the pretrained model) and
+after the last, and printed.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ from slamming.tasks.stage import OPTIMIZERS, UnitLMStage
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
+
+
+def _pair_accuracy(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """Share of pairs where ``positive`` wins: 1 per win, 0.5 per tie (the pair benchmarks' rule)."""
+    return ((positive > negative).float() + 0.5 * (positive == negative).float()).mean()
 
 
 class DPOAlignment(UnitLMStage):
@@ -173,7 +180,8 @@ class DPOAlignment(UnitLMStage):
             "rewards/margin": (chosen_rewards - rejected_rewards).mean(),
             "logps/chosen": pc.detach().mean(),
             "logps/rejected": pr.detach().mean(),
-            "pref_accuracy": ((mean_c > mean_r).float() + 0.5 * (mean_c == mean_r).float()).mean(),
+            "pref_accuracy": _pair_accuracy(pc.detach(), pr.detach()),
+            "pref_accuracy_per_token": _pair_accuracy(mean_c, mean_r),
         }
 
     @staticmethod
@@ -186,7 +194,7 @@ class DPOAlignment(UnitLMStage):
         self.log("train/loss", metrics["loss"], prog_bar=True, batch_size=size)
         if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
             for name, value in metrics.items():
-                if name not in ("loss", "pref_accuracy"):
+                if not name.startswith(("loss", "pref_accuracy")):
                     self.log(f"train/{name}", value, batch_size=size)
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
         return {"loss": metrics["loss"], "num_tokens": self._num_tokens(batch)}
@@ -276,16 +284,18 @@ class DPOAlignment(UnitLMStage):
             if self.initial_val:
                 rank_zero_info(
                     f"before DPO (the pretrained model): held-out preference accuracy "
-                    f"{self.initial_val['pref_accuracy']:.4f}, DPO loss {self.initial_val['loss']:.4f}"
+                    f"{self.initial_val['pref_accuracy']:.4f} (per unit {self.initial_val['pref_accuracy_per_token']:.4f}), "
+                    f"DPO loss {self.initial_val['loss']:.4f}"
                 )
 
     def on_train_end(self) -> None:
         self.final_val = self._validate_now()
         if self.final_val and self.initial_val:
+            before, after = self.initial_val, self.final_val
             rank_zero_info(
-                f"held-out preference accuracy ({self.final_val['pairs']:.0f} pairs): "
-                f"{self.initial_val['pref_accuracy']:.4f} pretrained -> {self.final_val['pref_accuracy']:.4f} "
-                f"after DPO (step {self.trainer.global_step})"
+                f"held-out preference accuracy ({after['pairs']:.0f} pairs): {before['pref_accuracy']:.4f} pretrained "
+                f"-> {after['pref_accuracy']:.4f} after DPO (step {self.trainer.global_step}); per unit "
+                f"{before['pref_accuracy_per_token']:.4f} -> {after['pref_accuracy_per_token']:.4f}"
             )
         super().on_train_end()
 
