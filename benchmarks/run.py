@@ -11,16 +11,20 @@ From one process, with ``torch.set_num_threads(2)`` and fp32:
 * HuBERT unit extraction (``extract_bench.py``, rows C11/C12): real-time factor of a random-init
   hubert-base-shaped model at full depth, stopping at layer 11 and at layer 9 (50 Hz, and a 25 Hz
   variant), k-means assignment's share of extraction time (goal ≤ 2 %), and ``KMeans.assign`` ÷
-  scikit-learn ``predict`` frames/s (goal ≥ 1.0) with the fraction of equal labels.
+  scikit-learn ``predict`` frames/s (goal ≥ 1.0) with the fraction of equal labels;
+* DPO (``dpo_bench.py``, rows C8/C9): step time with a precomputed ÷ a live reference (goal ≤ 0.80),
+  and reference-precompute ÷ training tokens/s (goal ≥ 2.5), interleaved × 5, median ratios.
 
 Each part prints its table, writes ``bench/results/<timestamp>.json`` (extraction:
-``<timestamp>-extract.json``) and appends a dated section to ``docs/perf-log.md``. ``--quick`` runs
-the same code at a toy size (for tests) and logs nothing; ``--only`` runs one part.
+``<timestamp>-extract.json``; DPO: ``<timestamp>-dpo.json``) and appends a dated section to
+``docs/perf-log.md``. ``--quick`` runs the same code at a toy size (for tests) and logs nothing;
+``--only`` runs one part.
 
 Usage::
 
-    .venv/bin/python benchmarks/run.py            # both parts (~4–6 min + ~3 min on 2 cores)
+    .venv/bin/python benchmarks/run.py            # all parts (~4–6 min + ~3 min + ~2 min on 2 cores)
     .venv/bin/python benchmarks/run.py --only extract
+    .venv/bin/python benchmarks/run.py --only dpo
     .venv/bin/python benchmarks/run.py --quick --results-dir /tmp/b --threads 1
 """
 
@@ -44,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_corpus import packing_stats, write_bench_corpus  # noqa: E402
 from bench_report import Row, append_perf_log, machine, perf_log_section, table, versions, write_json  # noqa: E402
+from dpo_bench import QUICK_DPO, DPOBenchConfig, dpo_log_section, dpo_rows, run_dpo_bench  # noqa: E402
 from extract_bench import QUICK_EXTRACT, ExtractConfig, extract_log_section, extract_rows, run_extract_bench  # noqa: E402
 from pretrain_bench import BenchConfig, RunRecord, quiet_frameworks, run_hf, run_ours  # noqa: E402
 
@@ -58,15 +63,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="toy size: 1-layer model, 2 repeats of 3 steps")
     parser.add_argument(
         "--only",
-        choices=("all", "pretrain", "extract"),
+        choices=("all", "pretrain", "extract", "dpo"),
         default="all",
-        help="run one part: the pretraining comparison or HuBERT extraction + k-means (default both)",
+        help="run one part: the pretraining comparison, HuBERT extraction + k-means, or DPO (default all)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=None, help="interleaved ours/HF pairs (default 5; quick 2)"
+        "--repeats", type=int, default=None, help="interleaved pairs (pretrain: default 5; dpo: 5; quick 2)"
     )
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default 20; quick 3)")
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps per run (default 3; quick 1)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps per run (pretrain: default 20; dpo: 10; quick 3)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="warm-up steps per run (pretrain: default 3; dpo: 2; quick 1)",
+    )
     parser.add_argument(
         "--stats-batches", type=int, default=None, help="batches for packing stats (default 200)"
     )
@@ -176,7 +188,7 @@ def build_rows(
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Run the selected parts; returns their JSON results keyed ``pretrain`` / ``extract``."""
+    """Run the selected parts; returns their JSON results keyed ``pretrain`` / ``extract`` / ``dpo``."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     results: dict[str, dict[str, Any]] = {}
@@ -184,6 +196,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
         results["pretrain"] = run_pretrain(args)
     if args.only in ("all", "extract"):
         results["extract"] = run_extract(args)
+    if args.only in ("all", "dpo"):
+        results["dpo"] = run_dpo(args)
     return results
 
 
@@ -236,6 +250,55 @@ def run_extract(args: argparse.Namespace) -> dict[str, Any]:
     print(table(rows))
     print(f"results: {json_path} ({result['elapsed_s']:.0f} s)")
     _log(args, json_path, lambda shown: extract_log_section(result, rows, table(rows), shown))
+    return result
+
+
+def run_dpo(args: argparse.Namespace) -> dict[str, Any]:
+    """DPO step time with a live vs a precomputed reference, and precompute throughput (``dpo_bench.py``)."""
+    quiet_frameworks()
+    cfg = QUICK_DPO if args.quick else DPOBenchConfig()
+    cfg = replace(
+        cfg,
+        steps=args.steps or cfg.steps,
+        warmup_steps=args.warmup or cfg.warmup_steps,
+        repeats=args.repeats or cfg.repeats,
+    )
+    started = datetime.now().astimezone()
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="slamming-bench-dpo-") as tmp:
+        measured = run_dpo_bench(cfg, Path(tmp))
+    result: dict[str, Any] = {
+        "date": started.strftime("%a %b %d %H:%M:%S %Z %Y"),
+        "quick": args.quick,
+        "environment": {"machine": machine(), **versions()},
+        "config": {**asdict(cfg), "threads": args.threads},
+        **measured,
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        "elapsed_s": time.perf_counter() - t0,
+    }
+    notes = []
+    if max(load_before[0], result["load_average"]["after"][0]) > args.threads + 0.5:
+        notes.append(
+            f"load average above the {args.threads} benchmark threads (other processes were using the CPU); "
+            "step times and tokens/s are depressed, the interleaved ratios less so"
+        )
+    ratios = [r["ratio"] for r in result["repeats"]]
+    if max(ratios) / min(ratios) > 1.25:
+        notes.append(
+            f"per-repeat step-time ratios spread {min(ratios):.3f}–{max(ratios):.3f}: disturbed run, the median is kept"
+        )
+    result["notes"] = notes
+    rows = dpo_rows(result)
+    result["rows"] = [r.as_dict() for r in rows]
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    json_path = args.results_dir / f"{started.strftime('%Y%m%dT%H%M%S')}-dpo.json"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(rows))
+    for n in notes:
+        print(f"note: {n}")
+    print(f"results: {json_path} ({result['elapsed_s']:.0f} s)")
+    _log(args, json_path, lambda shown: dpo_log_section(result, rows, table(rows), shown))
     return result
 
 

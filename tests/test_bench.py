@@ -135,3 +135,59 @@ def test_quick_extract_benchmark_result(tmp_path: Path) -> None:
     assert result["hz50"]["frames"]["full"] == result["hz50"]["frames"]["L9"] > 0
     assert "k-means assign ÷ sklearn predict (median ratio)" in proc.stdout
     assert (log.read_text() if log.exists() else None) == before  # --quick logs nothing
+
+
+def test_quick_dpo_benchmark_result(tmp_path: Path) -> None:
+    """``--quick --only dpo``: the C8/C9 rows are there, plausible, identical work, nothing logged."""
+    log = REPO / "docs" / "perf-log.md"
+    before = log.read_text() if log.exists() else None
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--quick",
+            "--only",
+            "dpo",
+            "--threads",
+            "1",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert time.perf_counter() - start < 60
+    (path,) = tmp_path.glob("*-dpo.json")
+    assert not [p for p in tmp_path.glob("*.json") if p != path]  # no other part ran
+    result = json.loads(path.read_text())
+    assert result["quick"] is True and result["config"]["layers"] == 1
+    rows = {r["name"]: r for r in result["rows"]}
+    ratio = rows["DPO step time precomputed ÷ live ref (median ratio)"]
+    assert 0 < ratio["value"] < 2 and ratio["goal"] == ["<=", 0.8] and ratio["status"] in ("PASS", "MISS")
+    pre = next(
+        r
+        for name, r in rows.items()
+        if name.startswith("precompute tok/s (batch 8) ÷ training tok/s (batch 4)")
+    )
+    assert pre["value"] > 0 and pre["goal"] == [">=", 2.5] and pre["status"] in ("PASS", "MISS")
+    for name in ("step ms, live reference (median)", "step ms, precomputed reference (median)"):
+        assert rows[name]["value"] > 0
+    assert 0 < rows["real ÷ computed positions, timed training batches"]["value"] <= 1
+    # Identical work on both sides: same batches, the precomputed reference equals the live one.
+    assert rows["same batches on both sides (CRC)"]["value"] is True
+    assert rows["loss difference live vs precomputed, first step"]["value"] <= 1e-5
+    assert rows["one torch thread count throughout"]["value"] is True
+    assert len(result["repeats"]) == 2
+    assert [r["first"] for r in result["repeats"]] == ["live", "precomputed"]  # the order alternates
+    for rep in result["repeats"]:
+        assert rep["live"]["timed_tokens"] == rep["precomputed"]["timed_tokens"] > 0
+        assert len(rep["live"]["step_times"]) == result["config"]["steps"] == 3
+        assert len(rep["step_ratios"]) == 3 and all(x > 0 for x in rep["step_ratios"])
+        # The chunked precompute covers the split exactly as the whole-split call does.
+        assert rep["precompute"]["tokens"] == rep["precompute"]["whole_split"]["tokens"] > 0
+        assert rep["live"]["threads"] == [1]
+    assert "DPO step time precomputed ÷ live ref (median ratio)" in proc.stdout
+    assert (log.read_text() if log.exists() else None) == before  # --quick logs nothing
