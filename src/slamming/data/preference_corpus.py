@@ -190,8 +190,8 @@ class PreferenceCorpus:
         meta_path = self.path / META_FILE
         if not meta_path.is_file():
             raise CorpusError(
-                f"{self.path} is not a preference corpus (no {META_FILE}); build one with a preference "
-                "data module or `slamming corpus import-preferences`"
+                f"{self.path} is not a preference corpus (no {META_FILE}); give a folder built by "
+                "SpokenPreferenceDataModule (or PreferenceCorpusWriter), or the authors' preference .jsonl"
             )
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
