@@ -22,7 +22,8 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from slamming.callbacks.budget import _load_checkpoint
 from slamming.errors import SlammingError
-from slamming.models.unit_lm import _DTYPES, resolve_attention, unit_lm_from_checkpoint
+from slamming.models.authors import is_authors_folder, load_authors_folder
+from slamming.models.unit_lm import _DTYPES, _require_hub, resolve_attention, unit_lm_from_checkpoint
 from slamming.vocab import NUM_SPECIAL
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,11 @@ def _existing_dir(path: Any) -> Path | None:
 def load_unit_lm(
     source: str | Path, dtype: str | None = None, attn_implementation: str | None = None
 ) -> LoadedUnitLM:
-    """Load a unit LM from a slamming ``.ckpt`` (pretraining or DPO) or an exported folder.
+    """Load a unit LM from a slamming ``.ckpt`` (pretraining or DPO), an exported folder, or a folder
+    in the authors' format (:mod:`slamming.models.authors`), local or a hub id such as ``slprl/slam``.
 
     Args:
-        source: The checkpoint file or the folder with ``config.json`` and the weights.
+        source: The checkpoint file, the folder with ``config.json`` and the weights, or a hub id.
         dtype: ``float32``/``bfloat16``/``float16`` to cast the weights to; None keeps them.
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2`` (falls back to ``sdpa``
             where flash-attn is missing); None keeps the model's.
@@ -68,7 +70,7 @@ def load_unit_lm(
     Raises:
         SlammingError: The source does not exist or is neither kind.
     """
-    path = Path(source)
+    path = _local_path(source)
     if dtype is not None and dtype not in _DTYPES:
         raise SlammingError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     if path.is_file():
@@ -77,6 +79,9 @@ def load_unit_lm(
         extra = ckpt.get("slamming", {})
         tokenizer_dir = _existing_dir(extra.get("tokenizer_dir"))
         budget = ckpt.get("callbacks", {}).get("ComputeBudget")
+    elif is_authors_folder(path):
+        model = load_authors_folder(path)
+        tokenizer = tokenizer_dir = budget = None
     elif (path / "config.json").is_file():
         try:
             model = AutoModelForCausalLM.from_pretrained(path)
@@ -100,6 +105,33 @@ def load_unit_lm(
         model = model.to(_DTYPES[dtype])
     num_units = int(model.config.vocab_size) - NUM_SPECIAL
     return LoadedUnitLM(model.eval(), num_units, tokenizer, tokenizer_dir, budget and dict(budget), str(path))
+
+
+def _local_path(source: str | Path) -> Path:
+    """``source`` as a local path; a hub id (``org/name``) is fetched, or found in the local cache.
+
+    Raises:
+        SlammingError: A hub id that is neither cached nor reachable (one line: how to get it).
+    """
+    path = Path(source)
+    text = str(source)
+    if path.exists() or text.count("/") != 1 or text.startswith((".", "/", "~")) or text.endswith(".ckpt"):
+        return path
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "tokenizer/*"]
+    try:
+        return Path(snapshot_download(text, allow_patterns=patterns, local_files_only=True))
+    except Exception:  # not cached: fetch it below
+        pass
+    try:
+        _require_hub(text)
+        return Path(snapshot_download(text, allow_patterns=patterns))
+    except Exception as err:  # any failure to fetch is the same problem for the user
+        raise SlammingError(
+            f"cannot get the model {text!r} ({str(err).splitlines()[0]}); where the hub is reachable, run "
+            f"`huggingface-cli download {text} --local-dir DIR` and pass DIR"
+        ) from None
 
 
 def resolve_newest(pattern: str | Path) -> str:
