@@ -89,3 +89,21 @@ def test_unreachable_hub_id_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SlammingError, match="cannot get the model 'slprl/slam'.*huggingface-cli download"):
         load_unit_lm("slprl/slam")
+
+
+def test_dpo_fine_tunes_an_authors_checkpoint(tmp_path: Path) -> None:
+    from slamming.cli import main
+    from slamming.models.unit_lm import unit_lm_from_checkpoint
+    from tests.tasks.test_dpo import _preference_corpus, dpo_config
+
+    _authors_folder(tmp_path / "slam", tied=True)
+    prefs = {
+        "train": _preference_corpus(tmp_path / "p-train", 12, 3),
+        "val": _preference_corpus(tmp_path / "p-val", 4, 4),
+    }
+    cfg = dpo_config(tmp_path / "run", tmp_path / "slam", prefs)
+    main(["fit", "--config", str(cfg), "--trainer.max_steps=2", "--trainer.val_check_interval=2"])
+    model, _ = unit_lm_from_checkpoint(
+        tmp_path / "run" / "runs" / "dpo" / "version_0" / "checkpoints" / "last.ckpt"
+    )
+    assert model.config.vocab_size == UNIT_VOCAB
