@@ -269,3 +269,20 @@ def test_helpers_report_consumption_outside_a_fit() -> None:
     assert budget.consumed_gpu_hours == 0.5 and budget.consumed_tokens == 1234
     assert budget.remaining_gpu_hours() == 1.5 and budget.fraction_used == 0.25
     assert budget.state_dict()["gpu_hours"] == 0.5
+
+
+def test_validation_time_block_is_excluded_from_the_budget() -> None:
+    import time as _time
+
+    from slamming.callbacks.budget import ComputeBudget as Budget
+
+    budget = Budget(max_gpu_hours=1.0)
+    budget._run_start = _time.monotonic()
+    with budget.validation_time():
+        _time.sleep(0.3)
+    assert budget._run_seconds() < 0.1  # the 0.3 s inside the block did not count
+    counted = Budget(max_gpu_hours=1.0, exclude_validation=False)
+    counted._run_start = _time.monotonic()
+    with counted.validation_time():
+        _time.sleep(0.3)
+    assert counted._run_seconds() >= 0.3

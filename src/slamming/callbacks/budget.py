@@ -15,10 +15,11 @@ What Lightning 2.6.6 does when a callback sets ``trainer.should_stop`` in ``on_t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -253,6 +254,22 @@ class ComputeBudget(Callback):
             f"Compute budget: the parent run used {self.parent_gpu_hours:.4f} of {self.max_gpu_hours:.4f} GPU-hours "
             f"({int(parent.get('tokens', 0))} tokens); {left:.4f} GPU-hours left{cap}"
         )
+
+    @contextlib.contextmanager
+    def validation_time(self) -> Iterator[None]:
+        """Count the time inside the block as validation (excluded with ``exclude_validation``).
+
+        For validation passes a module runs itself, outside Lightning's validation loop (the
+        step-0 validation of pretraining and DPO), so they are excluded like the loop's.
+        """
+        if not self.exclude_validation or self._run_start is None or self._val_start is not None:
+            yield
+            return
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self._excluded_s += time.monotonic() - started
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.exclude_validation and self._run_start is not None and not trainer.sanity_checking:

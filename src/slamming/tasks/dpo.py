@@ -280,7 +280,8 @@ class DPOAlignment(UnitLMStage):
 
     def on_train_start(self) -> None:
         if self.trainer.global_step == 0 and self.initial_val is None:
-            self.initial_val = self._validate_now()
+            with self._outside_budget():
+                self.initial_val = self._validate_now()
             if self.initial_val:
                 rank_zero_info(
                     f"before DPO (the pretrained model): held-out preference accuracy "

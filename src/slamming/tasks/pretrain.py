@@ -159,7 +159,8 @@ class NextUnitPretraining(UnitLMStage):
 
     def on_train_start(self) -> None:
         if self.trainer.global_step == 0 and self.initial_val_loss is None:
-            self.initial_val_loss = self._initial_validation()
+            with self._outside_budget():
+                self.initial_val_loss = self._initial_validation()
 
     @torch.no_grad()
     def _initial_validation(self) -> float | None:

@@ -8,6 +8,7 @@ its folder) and the compute budget consumed, so the next stage can start from ei
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,11 @@ class UnitLMStage(pl.LightningModule):
     def hf_model(self) -> torch.nn.Module:
         """The plain ``transformers`` model (unwrapped from ``torch.compile``)."""
         return getattr(self.model, "_orig_mod", self.model)
+
+    def _outside_budget(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose time the compute budget counts as validation (see ComputeBudget.validation_time)."""
+        budget = next((cb for cb in self.trainer.callbacks if isinstance(cb, ComputeBudget)), None)
+        return budget.validation_time() if budget is not None else contextlib.nullcontext()
 
     # -- optimisation ------------------------------------------------------------------------------------
     def _param_groups(self) -> list[dict[str, Any]]:

@@ -1,0 +1,246 @@
+"""``PairEvaluation``: ``slamming test`` on pair benchmarks (sWUGGY, sBLIMP, sSC, tSC, SALMon).
+
+The model comes from a slamming checkpoint, an exported folder, the authors' format or a hub id
+(:func:`~slamming.models.loading.load_unit_lm`); its tokeniser from ``tokenizer`` or the folder the
+model records. Each waveform is tokenised alone (``encode`` of one file), so a score never depends
+on what else was in the batch; the two sides of every pair of a batch are then scored in one
+forward (:mod:`slamming.eval.likelihood`).
+
+At the end every benchmark's accuracies are logged as ``test/<benchmark>/accuracy`` (flat, the
+authors'), ``test/<benchmark>/zerospeech_accuracy`` (ZeroSpeech's voice-then-id average) and
+``test/<benchmark>/<group>/accuracy`` (sBLIMP types, sWUGGY in-vocabulary/oov), and written as
+``eval-results.json`` and ``eval-results.md`` beside the model (see ``results_dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+from lightning.pytorch.utilities import rank_zero_info
+
+from slamming.errors import SlammingError
+from slamming.eval.likelihood import pair_outcomes, score_units, summarize_pairs
+from slamming.models.loading import load_unit_lm, resolve_newest
+from slamming.speech.hubert_tokenizer import load_tokenizer
+from slamming.speech.tokenizer import check_identity
+
+log = logging.getLogger(__name__)
+
+RESULTS_NAME = "eval-results"
+_MARK = "slamming test"
+_MD_HEADER = f"<!-- written by {_MARK}; a rerun overwrites this file -->"
+
+
+class PairEvaluation(pl.LightningModule):
+    """Score a unit LM on pair benchmarks given by a ``PairBenchmarkDataModule``.
+
+    Run it with the trainer's default fp32 precision: mixed precision would also autocast the
+    tokeniser and change its units. ``dtype`` casts the LM alone.
+
+    Args:
+        model: A slamming ``.ckpt``, an exported folder, an authors'-format folder or a hub id; a glob
+            picks its newest match.
+        tokenizer: The tokeniser folder (``tokenizer.json`` + ``kmeans.safetensors``); None: the one
+            the model records. When the model records a tokeniser identity, this one must match it.
+        batch_size: Most sequences per forward pass; None: every side of a data batch at once.
+        mean: Score by mean log-likelihood per predicted id (the paper's); False: the sum.
+        results_dir: Folder of ``eval-results.{json,md}``; None: the checkpoint's folder, the model
+            folder, or ``runs/eval/<hub id>``. Our own earlier results files there are overwritten;
+            any other file of those names stops the run before it starts.
+        num_units: K of the data (linked; None for audio benchmarks).
+        context_length: Most ids per scored sequence (linked from the data); None: the model's
+            ``max_position_embeddings``.
+        dtype: Cast the LM (``float32``, ``bfloat16``); None keeps the stored dtype.
+        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``; None keeps the model's.
+
+    Raises:
+        SlammingError: no model, no tokeniser known, a tokeniser that does not match the model, or
+            a results file we did not write in the way.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        tokenizer: str | None = None,
+        batch_size: int | None = None,
+        mean: bool = True,
+        results_dir: str | None = None,
+        num_units: int | None = None,
+        context_length: int | None = None,
+        dtype: str | None = None,
+        attn_implementation: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.source = resolve_newest(model)
+        loaded = load_unit_lm(self.source, dtype=dtype, attn_implementation=attn_implementation)
+        self.model = loaded.model
+        self.num_units = loaded.num_units
+        if num_units is not None and num_units != loaded.num_units:
+            raise SlammingError(
+                f"the data has K={num_units} units but {self.source} reads K={loaded.num_units}"
+            )
+        self.tokenizer_dir = Path(tokenizer) if tokenizer else loaded.tokenizer_dir
+        if self.tokenizer_dir is None:
+            raise SlammingError(
+                f"{self.source} records no tokeniser folder; set model.init_args.tokenizer to the folder of "
+                "the tokeniser the model was trained with (tokenizer.json + kmeans.safetensors)"
+            )
+        self.tokenizer_identity = self._recorded_identity(self.tokenizer_dir)
+        if loaded.tokenizer is not None:
+            _check_against_model(
+                loaded.tokenizer, self.tokenizer_identity, f"tokeniser {self.tokenizer_dir} vs model {model}"
+            )
+        elif self.tokenizer_identity.get("k") != loaded.num_units:
+            raise SlammingError(
+                f"tokeniser {self.tokenizer_dir} has k={self.tokenizer_identity.get('k')} but {self.source} "
+                f"reads K={loaded.num_units} units; give the tokeniser the model was trained with"
+            )
+        max_positions = getattr(self.model.config, "max_position_embeddings", None)
+        self.max_length = context_length or max_positions
+        self.results_dir = self._results_dir(model, results_dir)
+        for path in self.results_paths():
+            if path.exists() and _MARK not in path.read_text(encoding="utf-8", errors="replace")[:400]:
+                raise SlammingError(
+                    f"{path} exists and was not written by {_MARK}; move it, or set "
+                    "model.init_args.results_dir to another folder"
+                )
+        self.tokenizer: Any = None
+        self.results: dict[str, Any] = {}
+
+    @staticmethod
+    def _recorded_identity(directory: Path) -> dict[str, Any]:
+        """The identity a saved tokeniser records (checked against its files when it is loaded)."""
+        config = directory / "tokenizer.json"
+        try:
+            return dict(json.loads(config.read_text(encoding="utf-8"))["identity"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise SlammingError(
+                f"no usable tokeniser at {directory} ({type(err).__name__} reading {config.name}); set "
+                "model.init_args.tokenizer to a folder written by a slamming tokeniser's save()"
+            ) from None
+
+    def _results_dir(self, model: str, results_dir: str | None) -> Path:
+        if results_dir is not None:
+            return Path(results_dir)
+        path = Path(self.source)
+        if Path(model).exists() or "*" in model or path.is_file():
+            return path.parent if path.is_file() else path
+        return Path("runs/eval") / model.replace("/", "--")  # a hub id: not its cache folder
+
+    def results_paths(self) -> tuple[Path, Path]:
+        """``eval-results.json`` and ``eval-results.md`` in :attr:`results_dir`."""
+        return self.results_dir / f"{RESULTS_NAME}.json", self.results_dir / f"{RESULTS_NAME}.md"
+
+    # -- the test loop -------------------------------------------------------------------------------
+    def on_test_start(self) -> None:
+        if self.trainer.world_size > 1:
+            raise SlammingError("slamming test scores on one device; set trainer.devices: 1")
+        self.benchmarks = getattr(self.trainer.datamodule, "benchmarks", None)
+        if self.benchmarks is None:
+            raise SlammingError(
+                "PairEvaluation needs data.class_path slamming.data.benchmark_data.PairBenchmarkDataModule"
+            )
+        # Loaded here, not in __init__, so that HuBERT lands on the device the trainer chose.
+        self.tokenizer = load_tokenizer(self.tokenizer_dir, device=self.device)
+        check_identity(self.tokenizer_identity, self.tokenizer.identity, f"tokeniser {self.tokenizer_dir}")
+        self._scores = [np.full((len(b.pairs), 2), np.nan) for b in self.benchmarks]
+        self._cut = [0] * len(self.benchmarks)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        waves = [*batch["positive"], *batch["negative"]]
+        units = [self.tokenizer.encode(wav)[0] for wav in waves]  # one file at a time, on purpose
+        scores, cut = score_units(
+            self.model,
+            units,
+            mean=self.hparams.mean,
+            batch_size=self.hparams.batch_size,
+            max_length=self.max_length,
+        )
+        n = len(batch["positive"])
+        index = batch["index"].cpu().numpy()
+        self._scores[dataloader_idx][index, 0] = scores[:n].numpy()
+        self._scores[dataloader_idx][index, 1] = scores[n:].numpy()
+        self._cut[dataloader_idx] += cut
+
+    def on_test_epoch_end(self) -> None:
+        self.results = {}
+        for bench, scores, cut in zip(self.benchmarks, self._scores, self._cut, strict=True):
+            done = ~np.isnan(scores).any(axis=1)  # limit_test_batches may leave pairs unscored
+            pairs = [p for p, d in zip(bench.pairs, done, strict=True) if d]
+            outcomes = pair_outcomes(scores[done, 0], scores[done, 1])
+            summary = summarize_pairs(
+                outcomes, [p.id for p in pairs], [p.group for p in pairs], bench.zerospeech
+            )
+            summary.update(kind=bench.kind, path=str(bench.path), skipped=bench.skipped, cut_to_context=cut)
+            if not done.all():
+                summary["pairs_in_benchmark"] = len(bench.pairs)
+            self.results[bench.name] = summary
+            for key in ("accuracy", "zerospeech_accuracy"):
+                if key in summary:
+                    self.log(f"test/{bench.name}/{key}", summary[key])
+            for group, values in summary.get("groups", {}).items():
+                for key in ("accuracy", "zerospeech_accuracy"):
+                    if key in values:
+                        self.log(f"test/{bench.name}/{group}/{key}", values[key])
+        if self.trainer.is_global_zero:
+            self._write_results()
+
+    def _write_results(self) -> None:
+        json_path, md_path = self.results_paths()
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "written_by": _MARK,
+            "model": self.source,
+            "tokenizer": {"dir": str(self.tokenizer_dir), "identity": self.tokenizer_identity},
+            "score": "mean log-likelihood per unit" if self.hparams.mean else "summed log-likelihood",
+            "benchmarks": self.results,
+        }
+        json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        table = markdown_table(self.results)
+        md_path.write_text(
+            f"{_MD_HEADER}\n# Pair benchmarks of {self.source}\n\nScore: {payload['score']}. "
+            "Accuracy in %: flat = over pairs (the authors'), ZeroSpeech = voices per id, then ids.\n\n"
+            f"{table}\n",
+            encoding="utf-8",
+        )
+        rank_zero_info(f"{table}\nwrote {json_path} and {md_path}")
+
+    def configure_optimizers(self) -> None:
+        return None
+
+
+def _check_against_model(model_identity: dict[str, Any], identity: dict[str, Any], what: str) -> None:
+    """Check a tokeniser against the identity a model records.
+
+    A model trained on imported units (``slamming corpus import-features``) records only the
+    declared settings of the authors' tokeniser (kind, layer, k, frame rate, dedup), no
+    ``settings_hash``; then only the keys both identities have are compared.
+    """
+    if "settings_hash" not in model_identity:
+        shared = sorted(set(model_identity) & set(identity))
+        log.warning("%s: the model records no settings_hash; only %s were compared", what, ", ".join(shared))
+        model_identity = {key: model_identity[key] for key in shared}
+        identity = {key: identity[key] for key in shared}
+    check_identity(model_identity, identity, what)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """A Markdown table of :attr:`PairEvaluation.results`: one row per benchmark and group."""
+
+    def pct(value: float | None) -> str:
+        return "" if value is None else f"{100 * value:.2f}"
+
+    rows = ["| benchmark | pairs | accuracy | ZeroSpeech accuracy |", "|---|---:|---:|---:|"]
+    for name, summary in results.items():
+        lines = [(name, summary)] + [(f"{name} / {g}", v) for g, v in summary.get("groups", {}).items()]
+        rows += [
+            f"| {label} | {v['pairs']} | {pct(v['accuracy'])} | {pct(v.get('zerospeech_accuracy'))} |"
+            for label, v in lines
+        ]
+    return "\n".join(rows)
