@@ -129,7 +129,7 @@ class PairEvaluation(pl.LightningModule):
         if results_dir is not None:
             return Path(results_dir)
         path = Path(self.source)
-        if Path(model).exists() or "*" in model or path.is_file():
+        if Path(model).exists() or any(c in model for c in "*?[") or path.is_file():
             return path.parent if path.is_file() else path
         return Path("runs/eval") / model.replace("/", "--")  # a hub id: not its cache folder
 
@@ -210,9 +210,6 @@ class PairEvaluation(pl.LightningModule):
             encoding="utf-8",
         )
         rank_zero_info(f"{table}\nwrote {json_path} and {md_path}")
-
-    def configure_optimizers(self) -> None:
-        return None
 
 
 def _check_against_model(model_identity: dict[str, Any], identity: dict[str, Any], what: str) -> None:

@@ -1,0 +1,322 @@
+"""``slamming test`` on pair benchmarks: numbers by hand (D1, D3), checkpoint = export (D5), clear errors.
+
+A tiny model is pretrained through the CLI on espeak-ng speech with an MFCC tokeniser (as
+tests/data/test_synthetic.py does); its checkpoint records the tokeniser folder and its ``hf_model``
+export carries a copy. The benchmarks are espeak-ng speech written in each published layout.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from slamming.cli import main
+from slamming.errors import SlammingError, TokenizerMismatchError
+from slamming.models.loading import load_unit_lm
+from slamming.models.unit_lm import export_hf
+from slamming.speech.audio import read_audio, write_wav
+from slamming.speech.hubert_tokenizer import load_tokenizer
+from slamming.speech.tokenizer import MFCCTokenizer
+from slamming.speech.tts import EspeakEngine
+from slamming.tasks.evaluate import PairEvaluation
+from tests.conftest import TINY_BACKBONE
+
+K = 16
+US, GB = "en-us", "en-gb"
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What the test itself knows about a pair (never read back from the code under test)."""
+
+    bench: str
+    id: str
+    positive: Path
+    negative: Path
+    group: str = ""
+
+
+@pytest.fixture(scope="module")
+def engine() -> EspeakEngine:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    return EspeakEngine(voices=[US, GB])
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory, engine: EspeakEngine) -> dict[str, Path]:
+    """A 4-step pretraining run on espeak speech: its last checkpoint and its hf_model export."""
+    root = tmp_path_factory.mktemp("pre")
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu",
+            "max_steps": 4,
+            "log_every_n_steps": 1,
+            "val_check_interval": 2,
+            "check_val_every_n_epoch": None,
+            "num_sanity_val_steps": 0,
+            "enable_progress_bar": False,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": str(root / "runs"), "name": "pre"},
+            },
+        },
+        "model": {
+            "class_path": "slamming.tasks.pretrain.NextUnitPretraining",
+            "init_args": {"backbone": TINY_BACKBONE},
+        },
+        "data": {
+            "class_path": "slamming.data.synthetic.SyntheticSpeechDataModule",
+            "init_args": {
+                "cache_dir": str(root / "cache"),
+                "num_train_stories": 8,
+                "num_val_stories": 2,
+                "fit_stories": 6,
+                "num_units": K,
+                "progress": False,
+                "context_length": 64,
+                "batch_size": 4,
+            },
+        },
+    }
+    (root / "pre.yaml").write_text(yaml.safe_dump(cfg))
+    main(["fit", "--config", str(root / "pre.yaml")])
+    run = root / "runs" / "pre" / "version_0"
+    (ckpt,) = (run / "checkpoints").glob("*.ckpt")
+    return {"ckpt": ckpt, "hf": run / "hf_model"}
+
+
+def _say(engine: EspeakEngine, path: Path, text: str, voice: str) -> Path:
+    return write_wav(path, engine.synthesize(text, voice, 170, 50), 16000)
+
+
+@pytest.fixture(scope="module")
+def benchmarks(tmp_path_factory: pytest.TempPathFactory, engine: EspeakEngine) -> tuple[Path, list[Truth]]:
+    """Every layout, spoken; returns the root and the test's own list of true pairs."""
+    root = tmp_path_factory.mktemp("bench")
+    truths: list[Truth] = []
+    # sWUGGY: id 3 has one voice only and id 4 two non-words for en-us, so the ZeroSpeech average
+    # (voices per id, then ids) differs from the flat one; id 3 is out of vocabulary.
+    lexical = [("1", "garden", ["gardel"], [US, GB], "12"), ("2", "window", ["wondow"], [US, GB], "30")]
+    lexical += [("3", "blicket", ["blickep"], [US], "oov"), ("4", "table", ["tabble", "tobble"], [US], "50")]
+    rows = ["id,filename,voice,frequency,word,phones,length,correct"]
+    folder = root / "zr" / "lexical" / "dev"
+    for item, word, nonwords, voices, freq in lexical:
+        for voice in voices:
+            pos = _say(engine, folder / f"w{item}{voice}.wav", word, voice)
+            rows.append(f"{item},{pos.name},{voice},{freq},{word},x,{len(word)},1")
+            for j, nonword in enumerate(nonwords):
+                neg = _say(engine, folder / f"n{item}{j}{voice}.wav", nonword, voice)
+                rows.append(f"{item},{neg.stem},{voice},,{nonword},x,{len(nonword)},0")
+                truths.append(Truth("sWUGGY", item, pos, neg, "oov" if freq == "oov" else "in-vocabulary"))
+    (folder / "gold.csv").write_text("\n".join([rows[0], *reversed(rows[1:])]) + "\n")
+    syntactic = [("7", "agreement", "the dogs run home", "the dogs runs home", [US, GB])]
+    syntactic += [("8", "anaphor", "she saw herself", "she saw himself", [US])]
+    rows = ["filename,id,voice,type,subtype,transcription,correct"]
+    folder = root / "zr" / "syntactic" / "dev"
+    for item, kind, good, bad, voices in syntactic:
+        for voice in voices:
+            pos, neg = (
+                _say(engine, folder / f"{s}{item}{voice}.wav", t, voice) for s, t in (("g", good), ("b", bad))
+            )
+            rows += [
+                f"{pos.stem},{item},{voice},{kind},x,{good},1",
+                f"{neg.stem},{item},{voice},{kind},x,{bad},0",
+            ]
+            truths.append(Truth("sBLIMP", item, pos, neg, kind))
+    (folder / "gold.csv").write_text("\n".join(rows) + "\n")
+    stories = [
+        ("The cat sat down.", "It fell asleep.", "It flew to Mars."),
+        ("Tom was hungry.", "He ate.", "He sang."),
+    ]
+    for i, (prefix, good, bad) in enumerate(stories):
+        pos = _say(engine, root / "ssc" / f"{i}_correct.wav", f"{prefix} {good}", US)
+        neg = _say(engine, root / "ssc" / f"{i}_incorrect.wav", f"{prefix} {bad}", US)
+        truths.append(Truth("sSC", str(i), pos, neg))
+    for part in ("speaker_consistency", "gender_consistency"):
+        for i, text in enumerate(("a quiet morning", "the red house")):
+            pos = _say(engine, root / "salmon" / part / f"sample_{i}_0.wav", text, US)
+            neg = _say(engine, root / "salmon" / part / f"sample_{i}_1.wav", text, GB)
+            truths.append(Truth(f"SALMon/{part}", str(i), pos, neg))
+    manifest = [t for t in truths if t.bench == "sSC"]
+    lines = [
+        {"positive": str(t.negative), "negative": str(t.positive.relative_to(root)), "id": t.id}
+        for t in manifest
+    ]
+    (root / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    truths += [Truth("swapped", t.id, t.negative, t.positive) for t in manifest]
+    return root, truths
+
+
+def _specs(root: Path) -> list[dict[str, Any]]:
+    return [
+        {"kind": "zerospeech-lexical", "path": str(root / "zr")},
+        {"kind": "zerospeech-syntactic", "path": str(root / "zr"), "split": "dev"},
+        {"kind": "storycloze", "path": str(root / "ssc"), "name": "sSC"},
+        {"kind": "salmon", "path": str(root / "salmon")},
+        {"kind": "manifest", "path": str(root / "m.jsonl"), "name": "swapped"},
+    ]
+
+
+def _test(tmp_path: Path, model: Path, specs: list[dict[str, Any]], **init: Any) -> Path:
+    cfg = {
+        "trainer": {
+            "accelerator": "cpu",
+            "enable_progress_bar": False,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": str(tmp_path / "runs"), "name": "eval"},
+            },
+        },
+        "model": {
+            "class_path": "slamming.tasks.evaluate.PairEvaluation",
+            "init_args": {"model": str(model), **init},
+        },
+        "data": {
+            "class_path": "slamming.data.benchmark_data.PairBenchmarkDataModule",
+            "init_args": {"benchmarks": specs, "batch_size": 3},
+        },
+    }
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    main(["test", "--config", str(path)])
+    return path
+
+
+def _expected(truths: list[Truth], ckpt: Path) -> dict[str, dict[str, Any]]:
+    """Per-file scores by a direct forward of each file alone, then every accuracy by hand."""
+    loaded = load_unit_lm(ckpt)
+    tokenizer = load_tokenizer(loaded.tokenizer_dir)
+
+    def score(path: Path) -> float:
+        units, _ = tokenizer.encode(read_audio(path))
+        ids = torch.tensor([1, *(int(u) + 2 for u in units), 1])
+        with torch.no_grad():
+            logps = torch.log_softmax(loaded.model(input_ids=ids[None]).logits[0].double(), -1)
+        return float(logps[torch.arange(len(ids) - 1), ids[1:]].mean())
+
+    outcome = {}
+    for t in truths:
+        pos, neg = score(t.positive), score(t.negative)
+        outcome[t] = 1.0 if pos > neg else 0.5 if pos == neg else 0.0
+    expected: dict[str, dict[str, Any]] = {}
+    for bench in dict.fromkeys(t.bench for t in truths):
+        mine = [t for t in truths if t.bench == bench]
+        result: dict[str, Any] = {"pairs": len(mine), "accuracy": sum(outcome[t] for t in mine) / len(mine)}
+        if bench in ("sWUGGY", "sBLIMP"):
+            groups: dict[str, list[Truth]] = defaultdict(list)
+            for t in mine:
+                groups[t.group].append(t)
+            result["zerospeech_accuracy"] = _zerospeech(mine, outcome)
+            result["groups"] = {
+                g: {
+                    "pairs": len(ts),
+                    "accuracy": sum(outcome[t] for t in ts) / len(ts),
+                    "zerospeech_accuracy": _zerospeech(ts, outcome),
+                }
+                for g, ts in sorted(groups.items())
+            }
+        expected[bench] = result
+    return expected
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested results as one level (``groups/oov/accuracy``), for pytest.approx."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _zerospeech(truths: list[Truth], outcome: dict[Truth, float]) -> float:
+    by_id: dict[str, list[float]] = defaultdict(list)
+    for t in truths:
+        by_id[t.id].append(outcome[t])
+    return float(np.mean([np.mean(v) for v in by_id.values()]))
+
+
+def test_checkpoint_and_export_give_the_hand_computed_accuracies(
+    tmp_path: Path, pretrained: dict[str, Path], benchmarks: tuple[Path, list[Truth]]
+) -> None:
+    """D1, D3 (every layout, one dataloader each) and D5 (export = checkpoint)."""
+    root, truths = benchmarks
+    _test(tmp_path / "a", pretrained["ckpt"], _specs(root))
+    results = json.loads((pretrained["ckpt"].parent / "eval-results.json").read_text())
+    expected = _expected(truths, pretrained["ckpt"])
+    assert set(results["benchmarks"]) == set(expected)
+    for name, values in expected.items():
+        got = {k: v for k, v in _flat(results["benchmarks"][name]).items() if k in _flat(values)}
+        assert got == pytest.approx(_flat(values), abs=1e-12), name
+    assert results["benchmarks"]["swapped"]["accuracy"] == pytest.approx(1 - expected["sSC"]["accuracy"])
+    md = (pretrained["ckpt"].parent / "eval-results.md").read_text()
+    assert "| sWUGGY / oov | 1 |" in md and "| SALMon/gender_consistency | 2 |" in md
+    events = EventAccumulator(str(next((tmp_path / "a" / "runs" / "eval").glob("version_*")))).Reload()
+    logged = events.Scalars("test/sBLIMP/agreement/zerospeech_accuracy")[-1].value
+    assert logged == pytest.approx(expected["sBLIMP"]["groups"]["agreement"]["zerospeech_accuracy"], abs=1e-6)
+
+    # The exported folder, its tokeniser found in hf_model/tokenizer: the same numbers.
+    _test(tmp_path / "b", pretrained["hf"], _specs(root))
+    exported = json.loads((pretrained["hf"] / "eval-results.json").read_text())
+    assert exported["benchmarks"] == results["benchmarks"]
+    assert Path(exported["tokenizer"]["dir"]) == pretrained["hf"] / "tokenizer"
+    # A rerun overwrites our own results file.
+    _test(tmp_path / "c", pretrained["hf"], _specs(root)[:1])
+    assert list(json.loads((pretrained["hf"] / "eval-results.json").read_text())["benchmarks"]) == ["sWUGGY"]
+
+
+def test_wrong_layout_and_foreign_results_fail_with_one_line(
+    tmp_path: Path,
+    pretrained: dict[str, Path],
+    benchmarks: tuple[Path, list[Truth]],
+    capsys: pytest.CaptureFixture,
+) -> None:
+    root, _ = benchmarks
+    with pytest.raises(SystemExit) as exit_info:
+        _test(tmp_path, pretrained["ckpt"], [{"kind": "zerospeech-lexical", "path": str(root / "ssc")}])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "ssc: no lexical/dev/gold.csv; expected the ZeroSpeech 2021 layout lexical/{dev,test}/*.wav" in err
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "eval-results.md").write_text("my notes\n")
+    with pytest.raises(SlammingError, match="eval-results.md exists and was not written by slamming test"):
+        PairEvaluation(str(pretrained["ckpt"]), results_dir=str(tmp_path / "mine"))
+    assert (tmp_path / "mine" / "eval-results.md").read_text() == "my notes\n"
+
+
+def test_tokenizer_must_match_the_model(
+    tmp_path: Path, pretrained: dict[str, Path], engine: EspeakEngine
+) -> None:
+    texts = ("one small test", "another short line here", "the third one is longer still", "and a fourth")
+    wavs = [engine.synthesize(t, voice, 170, 50) for t in texts for voice in (US, GB)]
+    other = MFCCTokenizer(k=K, segment=True).fit(wavs, seed=1).save(tmp_path / "other")
+    with pytest.raises(TokenizerMismatchError, match="settings_hash"):
+        PairEvaluation(str(pretrained["ckpt"]), tokenizer=str(other))
+    bare = tmp_path / "bare"
+    shutil.copytree(pretrained["hf"], bare, ignore=shutil.ignore_patterns("tokenizer", "eval-results.*"))
+    with pytest.raises(SlammingError, match="records no tokeniser folder; set model.init_args.tokenizer"):
+        PairEvaluation(str(bare))
+    ok = PairEvaluation(str(bare), tokenizer=str(pretrained["hf"] / "tokenizer"))
+    assert ok.results_dir == bare and ok.num_units == K
+    # A model trained on imported units records only declared settings (no settings_hash): those
+    # are compared, the rest cannot be.
+    declared = {"kind": "mfcc", "name": "espeak-mfcc", "k": K, "frame_rate": 100, "dedup": True}
+    export_hf(load_unit_lm(bare).model, tmp_path / "declared", declared)
+    PairEvaluation(str(tmp_path / "declared"), tokenizer=str(pretrained["hf"] / "tokenizer"))
+    export_hf(load_unit_lm(bare).model, tmp_path / "hubert", {**declared, "kind": "hubert"})
+    with pytest.raises(TokenizerMismatchError, match="kind: expected 'hubert', got 'mfcc'"):
+        PairEvaluation(str(tmp_path / "hubert"), tokenizer=str(pretrained["hf"] / "tokenizer"))
