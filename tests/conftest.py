@@ -120,6 +120,53 @@ def fit_config(tmp_path: Path, unit_corpora: dict[str, Path], **overrides: Any) 
     return path
 
 
+def speech_fit_config(root: Path, name: str = "syn", **overrides: Any) -> Path:
+    """Write a tiny pretraining config on espeak-ng story speech (MFCC units) and return its path.
+
+    Defaults: 24 + 6 stories, k-means on 12, K = 32, context 64, batch 4, 6 steps, validation every 3;
+    the run lands in ``root/runs/<name>/version_N`` and the corpora in ``root/cache``. ``overrides``
+    are merged into the config (nested dicts key by key).
+    """
+    cfg: dict[str, Any] = {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu",
+            "max_steps": 6,
+            "log_every_n_steps": 1,
+            "val_check_interval": 3,
+            "check_val_every_n_epoch": None,
+            "num_sanity_val_steps": 0,
+            "enable_progress_bar": False,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": str(root / "runs"), "name": name},
+            },
+        },
+        "model": {
+            "class_path": "slamming.tasks.pretrain.NextUnitPretraining",
+            "init_args": {"backbone": TINY_BACKBONE},
+        },
+        "data": {
+            "class_path": "slamming.data.synthetic.SyntheticSpeechDataModule",
+            "init_args": {
+                "cache_dir": str(root / "cache"),
+                "num_train_stories": 24,
+                "num_val_stories": 6,
+                "fit_stories": 12,
+                "num_units": 32,
+                "progress": False,
+                "context_length": 64,
+                "batch_size": 4,
+            },
+        },
+    }
+    _merge(cfg, overrides)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _few_threads() -> None:
     # Tests share 2 cores; more threads only add contention.

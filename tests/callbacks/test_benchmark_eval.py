@@ -6,60 +6,33 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from slamming.callbacks.benchmark_eval import BenchmarkEvaluation
 from slamming.cli import main
 from slamming.errors import SlammingError
-from tests.conftest import TINY_BACKBONE
-from tests.tasks.test_evaluate import K, _specs, _test, benchmarks, engine  # noqa: F401 (fixtures)
+from tests.conftest import TINY_BACKBONE, speech_fit_config
+from tests.tasks.test_evaluate import SMALL_SPEECH, _specs, _test, benchmarks, engine  # noqa: F401 (fixtures)
 
 
 def test_scores_every_n_steps_and_equals_slamming_test(tmp_path: Path, benchmarks: tuple) -> None:  # noqa: F811
     root, _ = benchmarks
     specs = _specs(root)[:3]  # sWUGGY, sBLIMP, sSC
-    cfg = {
-        "seed_everything": 0,
-        "trainer": {
-            "accelerator": "cpu",
-            "max_steps": 4,
-            "log_every_n_steps": 1,
-            "val_check_interval": 2,
-            "check_val_every_n_epoch": None,
-            "num_sanity_val_steps": 0,
-            "enable_progress_bar": False,
-            "logger": {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": str(tmp_path / "runs"), "name": "pre"},
-            },
-            "callbacks": [
-                {
-                    "class_path": "slamming.callbacks.benchmark_eval.BenchmarkEvaluation",
-                    "init_args": {"benchmarks": specs, "every_n_steps": 2, "batch_size": 3},
-                }
-            ],
-        },
-        "model": {
+    callback = {
+        "class_path": "slamming.callbacks.benchmark_eval.BenchmarkEvaluation",
+        "init_args": {"benchmarks": specs, "every_n_steps": 2, "batch_size": 3},
+    }
+    cfg = speech_fit_config(
+        tmp_path,
+        name="pre",
+        trainer={"max_steps": 4, "val_check_interval": 2, "callbacks": [callback]},
+        model={
             "class_path": "slamming.tasks.pretrain.NextUnitPretraining",
             "init_args": {"backbone": TINY_BACKBONE, "lr": 3e-2},
         },
-        "data": {
-            "class_path": "slamming.data.synthetic.SyntheticSpeechDataModule",
-            "init_args": {
-                "cache_dir": str(tmp_path / "cache"),
-                "num_train_stories": 8,
-                "num_val_stories": 2,
-                "fit_stories": 6,
-                "num_units": K,
-                "progress": False,
-                "context_length": 64,
-                "batch_size": 4,
-            },
-        },
-    }
-    (tmp_path / "pre.yaml").write_text(yaml.safe_dump(cfg))
-    main(["fit", "--config", str(tmp_path / "pre.yaml")])
+        data=SMALL_SPEECH,
+    )
+    main(["fit", "--config", str(cfg)])
     run = tmp_path / "runs" / "pre" / "version_0"
     events = EventAccumulator(str(run))
     events.Reload()

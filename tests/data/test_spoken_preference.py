@@ -22,7 +22,7 @@ from slamming.data.spoken_preference import SpokenPreferenceDataModule
 from slamming.errors import SlammingError
 from slamming.models.loading import load_unit_lm
 from slamming.speech.tts import DEFAULT_VOICES
-from tests.conftest import TINY_BACKBONE
+from tests.conftest import speech_fit_config
 
 SWAG_HEADER = [
     "video-id",
@@ -184,42 +184,7 @@ def _swag_csv(path: Path, rows: list[tuple[Any, ...]], header: list[str] | None 
 
 
 def _pretrain_config(root: Path) -> Path:
-    cfg: dict[str, Any] = {
-        "seed_everything": 0,
-        "trainer": {
-            "accelerator": "cpu",
-            "max_steps": 6,
-            "log_every_n_steps": 1,
-            "val_check_interval": 3,
-            "check_val_every_n_epoch": None,
-            "num_sanity_val_steps": 0,
-            "enable_progress_bar": False,
-            "logger": {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": str(root / "runs"), "name": "syn"},
-            },
-        },
-        "model": {
-            "class_path": "slamming.tasks.pretrain.NextUnitPretraining",
-            "init_args": {"backbone": TINY_BACKBONE},
-        },
-        "data": {
-            "class_path": "slamming.data.synthetic.SyntheticSpeechDataModule",
-            "init_args": {
-                "cache_dir": str(root / "cache"),
-                "num_train_stories": 24,
-                "num_val_stories": 6,
-                "fit_stories": 12,
-                "num_units": 32,
-                "progress": False,
-                "context_length": 64,
-                "batch_size": 4,
-            },
-        },
-    }
-    path = root / "pre.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return speech_fit_config(root, name="syn")
 
 
 @pytest.fixture(scope="module")

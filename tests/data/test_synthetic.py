@@ -17,47 +17,11 @@ from slamming.data.synthetic import SyntheticSpeechDataModule
 from slamming.data.texts import split_texts, text_id
 from slamming.errors import SlammingError
 from slamming.speech.tts import DEFAULT_VOICES, EspeakEngine, plan_jobs
-from tests.conftest import TINY_BACKBONE
+from tests.conftest import speech_fit_config
 
 
 def _config(tmp_path: Path, max_steps: int = 6, **data: Any) -> Path:
-    cfg: dict[str, Any] = {
-        "seed_everything": 0,
-        "trainer": {
-            "accelerator": "cpu",
-            "max_steps": max_steps,
-            "log_every_n_steps": 1,
-            "val_check_interval": 3,
-            "check_val_every_n_epoch": None,
-            "num_sanity_val_steps": 0,
-            "enable_progress_bar": False,
-            "logger": {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": str(tmp_path / "runs"), "name": "syn"},
-            },
-        },
-        "model": {
-            "class_path": "slamming.tasks.pretrain.NextUnitPretraining",
-            "init_args": {"backbone": TINY_BACKBONE},
-        },
-        "data": {
-            "class_path": "slamming.data.synthetic.SyntheticSpeechDataModule",
-            "init_args": {
-                "cache_dir": str(tmp_path / "cache"),
-                "num_train_stories": 24,
-                "num_val_stories": 6,
-                "fit_stories": 12,
-                "num_units": 32,
-                "progress": False,
-                "context_length": 64,
-                "batch_size": 4,
-                **data,
-            },
-        },
-    }
-    path = tmp_path / "syn.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return speech_fit_config(tmp_path, trainer={"max_steps": max_steps}, data={"init_args": data})
 
 
 def test_builds_once_then_reuses_and_trains(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

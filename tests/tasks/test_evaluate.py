@@ -29,10 +29,12 @@ from slamming.speech.hubert_tokenizer import load_tokenizer
 from slamming.speech.tokenizer import MFCCTokenizer
 from slamming.speech.tts import EspeakEngine
 from slamming.tasks.evaluate import PairEvaluation
-from tests.conftest import TINY_BACKBONE
+from tests.conftest import speech_fit_config
 
 K = 16
 US, GB = "en-us", "en-gb"
+#: A smaller spoken corpus than speech_fit_config's default: 8 + 2 stories, K units.
+SMALL_SPEECH = {"init_args": {"num_train_stories": 8, "num_val_stories": 2, "fit_stories": 6, "num_units": K}}
 
 
 @dataclass(frozen=True)
@@ -57,40 +59,7 @@ def engine() -> EspeakEngine:
 def pretrained(tmp_path_factory: pytest.TempPathFactory, engine: EspeakEngine) -> dict[str, Path]:
     """A 4-step pretraining run on espeak speech: its last checkpoint and its hf_model export."""
     root = tmp_path_factory.mktemp("pre")
-    cfg = {
-        "seed_everything": 0,
-        "trainer": {
-            "accelerator": "cpu",
-            "max_steps": 4,
-            "log_every_n_steps": 1,
-            "val_check_interval": 2,
-            "check_val_every_n_epoch": None,
-            "num_sanity_val_steps": 0,
-            "enable_progress_bar": False,
-            "logger": {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": str(root / "runs"), "name": "pre"},
-            },
-        },
-        "model": {
-            "class_path": "slamming.tasks.pretrain.NextUnitPretraining",
-            "init_args": {"backbone": TINY_BACKBONE},
-        },
-        "data": {
-            "class_path": "slamming.data.synthetic.SyntheticSpeechDataModule",
-            "init_args": {
-                "cache_dir": str(root / "cache"),
-                "num_train_stories": 8,
-                "num_val_stories": 2,
-                "fit_stories": 6,
-                "num_units": K,
-                "progress": False,
-                "context_length": 64,
-                "batch_size": 4,
-            },
-        },
-    }
-    (root / "pre.yaml").write_text(yaml.safe_dump(cfg))
+    speech_fit_config(root, name="pre", trainer={"max_steps": 4, "val_check_interval": 2}, data=SMALL_SPEECH)
     main(["fit", "--config", str(root / "pre.yaml")])
     run = root / "runs" / "pre" / "version_0"
     (ckpt,) = (run / "checkpoints").glob("*.ckpt")
