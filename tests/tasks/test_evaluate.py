@@ -289,3 +289,36 @@ def test_tokenizer_must_match_the_model(
     export_hf(load_unit_lm(bare).model, tmp_path / "hubert", {**declared, "kind": "hubert"})
     with pytest.raises(TokenizerMismatchError, match="kind: expected 'hubert', got 'mfcc'"):
         PairEvaluation(str(tmp_path / "hubert"), tokenizer=str(pretrained["hf"] / "tokenizer"))
+
+
+def test_embedded_benchmarks_build_and_evaluate(tmp_path: Path, pretrained: dict[str, Path]) -> None:
+    """configs/tiny/eval.yaml's data module: the four embedded benchmarks, spoken, then scored."""
+    cfg = {
+        "trainer": {"accelerator": "cpu", "enable_progress_bar": False, "logger": False},
+        "model": {
+            "class_path": "slamming.tasks.evaluate.PairEvaluation",
+            "init_args": {"model": str(pretrained["hf"])},
+        },
+        "data": {
+            "class_path": "slamming.data.benchmark_data.EmbeddedBenchmarkDataModule",
+            "init_args": {
+                "cache_dir": str(tmp_path / "emb"),
+                "num_pairs": 3,
+                "voices": [US, GB],
+                "progress": False,
+            },
+        },
+    }
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(cfg))
+    main(["test", "--config", str(tmp_path / "eval.yaml")])
+    results = json.loads((pretrained["hf"] / "eval-results.json").read_text())["benchmarks"]
+    pairs = {name: results[name]["pairs"] for name in ("lexical", "syntactic", "topic_cloze", "spoken_cloze")}
+    assert pairs == {
+        "lexical": 6,
+        "syntactic": 6,
+        "topic_cloze": 3,
+        "spoken_cloze": 3,
+    }  # 2 voices for the first two
+    assert all(0.0 <= results[name]["accuracy"] <= 1.0 for name in pairs)
+    (build,) = (tmp_path / "emb").iterdir()
+    assert (build / "done.json").is_file()

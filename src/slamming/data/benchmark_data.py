@@ -7,8 +7,11 @@ own tokeniser and scores it, so this module needs to know nothing about the mode
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -136,3 +139,61 @@ class PairBenchmarkDataModule(pl.LightningDataModule):
             )
             for bench in self.benchmarks
         ]
+
+
+class EmbeddedBenchmarkDataModule(PairBenchmarkDataModule):
+    """The four embedded benchmarks (:mod:`slamming.data.embedded_benchmarks`), built on first use.
+
+    The lexical, syntactic, topic-cloze and spoken-cloze pairs are made from the story generator's
+    held-out test split and spoken by espeak-ng into ``<cache_dir>/<settings key>``; a later run with
+    the same settings reuses the folder (and says so). The build runs when the module is made, before
+    the model loads, because :class:`PairBenchmarkDataModule` reads its benchmarks then to fail fast;
+    evaluation runs on one device, so there is no rank to race with.
+
+    Args:
+        cache_dir: Where builds are kept.
+        num_pairs: Text pairs per benchmark (lexical and syntactic ones are spoken in every voice).
+        voices: espeak-ng voices; None: the tiny pretraining config's four.
+        seed: Seed of the pairs and of the voice/rate/pitch plan.
+        tts_workers: Parallel espeak-ng processes.
+        progress: Progress bars while building.
+        **kwargs: :class:`PairBenchmarkDataModule` arguments (batch_size, num_workers, context_length,
+            max_pairs).
+    """
+
+    def __init__(
+        self,
+        cache_dir: str = "data/benchmarks/embedded",
+        num_pairs: int = 400,
+        voices: list[str] | None = None,
+        seed: int = 0,
+        tts_workers: int = 2,
+        progress: bool = True,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        sample_rate: int = 16000,
+        context_length: int | None = None,
+        max_pairs: int | None = None,
+    ) -> None:
+        from slamming.data.embedded_benchmarks import build_embedded_benchmarks
+        from slamming.data.embedded_pairs import BENCHMARKS
+        from slamming.speech.tts import DEFAULT_VOICES
+
+        voices = list(voices) if voices else list(DEFAULT_VOICES)
+        name = hashlib.sha256(json.dumps([num_pairs, voices, seed]).encode()).hexdigest()[:12]
+        self.build_dir = Path(cache_dir) / f"n{num_pairs}-seed{seed}-{name}"
+        summary = build_embedded_benchmarks(
+            self.build_dir,
+            num_pairs=num_pairs,
+            voices=voices,
+            seed=seed,
+            tts_workers=tts_workers,
+            progress=progress,
+        )
+        if summary.get("reused"):
+            log.info("reusing the embedded benchmarks in %s", self.build_dir)
+        specs = [
+            {"kind": "manifest", "path": str(self.build_dir / bench / "manifest.jsonl"), "name": bench}
+            for bench in BENCHMARKS
+        ]
+        super().__init__(specs, batch_size, num_workers, sample_rate, context_length, max_pairs)
