@@ -294,7 +294,13 @@ def test_tokenizer_must_match_the_model(
 def test_embedded_benchmarks_build_and_evaluate(tmp_path: Path, pretrained: dict[str, Path]) -> None:
     """configs/tiny/eval.yaml's data module: the four embedded benchmarks, spoken, then scored."""
     cfg = {
-        "trainer": {"accelerator": "cpu", "enable_progress_bar": False, "logger": False},
+        # default_root_dir: without a logger, LightningCLI saves its config.yaml there (not in the repo).
+        "trainer": {
+            "accelerator": "cpu",
+            "enable_progress_bar": False,
+            "logger": False,
+            "default_root_dir": str(tmp_path),
+        },
         "model": {
             "class_path": "slamming.tasks.evaluate.PairEvaluation",
             "init_args": {"model": str(pretrained["hf"])},
