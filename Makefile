@@ -11,6 +11,8 @@ setup:
 demo: setup
 	$(BIN)/slamming fit --config configs/tiny/pretrain.yaml
 	$(BIN)/slamming fit --config configs/tiny/dpo.yaml
+	$(BIN)/slamming test --config configs/tiny/eval.yaml
+	$(BIN)/slamming test --config configs/tiny/eval.yaml --model.init_args.model 'runs/tiny-dpo/version_*/hf_model'
 	$(BIN)/python scripts/demo_report.py
 
 test: setup
@@ -32,4 +34,4 @@ gpu-check:
 	python3 scripts/gpu_check.py
 
 clean-demo:
-	rm -rf runs/tiny runs/tiny-dpo data/synthetic data/preference data/reference
+	rm -rf runs/tiny runs/tiny-dpo runs/tiny-eval data/synthetic data/preference data/reference data/benchmarks/embedded

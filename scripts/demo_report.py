@@ -7,13 +7,15 @@ For the pretraining run it prints the validation loss at step 0 and at the end w
 drop; for the DPO run, the held-out preference accuracy (chosen completion more likely per token than
 the rejected one, on triples never trained on) of the pretrained model (step 0) and after DPO, with
 the DPO loss and reward accuracy. For both: the TensorBoard event files, and whether the exported
-Hugging Face folder gives the same logits as the final checkpoint. Exits 1 if an artifact is missing
-or the logits differ.
+Hugging Face folder gives the same logits as the final checkpoint. Then, where ``slamming test
+--config configs/tiny/eval.yaml`` has written ``hf_model/eval-results.json``, the table of the
+embedded benchmarks before and after DPO. Exits 1 if an artifact is missing or the logits differ.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -107,6 +109,25 @@ def report_dpo(run: Path) -> bool:
     return check_export(run) and ok
 
 
+def report_benchmarks(runs: dict[str, Path]) -> None:
+    """The embedded benchmarks' table (``slamming test --config configs/tiny/eval.yaml`` results)."""
+    results = {}
+    for label, run in runs.items():
+        path = run / "hf_model" / "eval-results.json"
+        if path.is_file():
+            results[label] = json.loads(path.read_text())["benchmarks"]
+    if not results:
+        return
+    names = [n for n in next(iter(results.values())) if all(n in r for r in results.values())]
+    print()
+    print("embedded benchmarks (held-out pairs, accuracy %, mean log-likelihood per unit; chance 50)")
+    print(f"  {'benchmark':<14} {'pairs':>6}  " + "  ".join(f"{label:>10}" for label in results))
+    for name in names:
+        pairs = next(iter(results.values()))[name]["pairs"]
+        cells = "  ".join(f"{100 * r[name]['accuracy']:>10.2f}" for r in results.values())
+        print(f"  {name:<14} {pairs:>6}  {cells}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -122,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if dpo is not None:
         print()
         ok = report_dpo(dpo) and ok
+    report_benchmarks({"pretrained": run, **({"after DPO": dpo} if dpo is not None else {})})
     return 0 if ok else 1
 
 
