@@ -214,14 +214,16 @@ def _log(args: argparse.Namespace, json_path: Path, section: Any) -> None:
     print(f"appended to {log_path}")
 
 
-def run_extract(args: argparse.Namespace) -> dict[str, Any]:
-    """HuBERT extraction real-time factor and k-means assignment rows (``extract_bench.py``)."""
-    cfg = QUICK_EXTRACT if args.quick else ExtractConfig()
-    started = datetime.now().astimezone()
-    load_before = os.getloadavg()
-    t0 = time.perf_counter()
-    measured = run_extract_bench(cfg, args.threads)
-    result: dict[str, Any] = {
+def _result(
+    args: argparse.Namespace,
+    cfg: Any,
+    measured: dict[str, Any],
+    started: datetime,
+    load_before: tuple,
+    t0: float,
+) -> dict[str, Any]:
+    """The JSON record of one benchmark part: date, environment, config, measurements, load, time."""
+    return {
         "date": started.strftime("%a %b %d %H:%M:%S %Z %Y"),
         "quick": args.quick,
         "environment": {"machine": machine(), **versions()},
@@ -230,12 +232,27 @@ def run_extract(args: argparse.Namespace) -> dict[str, Any]:
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "elapsed_s": time.perf_counter() - t0,
     }
-    notes = []
+
+
+def _load_notes(args: argparse.Namespace, result: dict[str, Any], load_before: tuple, what: str) -> list[str]:
+    """A note when other processes loaded the CPU during the part (its absolute figures are then depressed)."""
     if max(load_before[0], result["load_average"]["after"][0]) > args.threads + 0.5:
-        notes.append(
+        return [
             f"load average above the {args.threads} benchmark threads (other processes were using the CPU); "
-            "real-time factors are depressed, the interleaved ratios less so"
-        )
+            f"{what} are depressed, the interleaved ratios less so"
+        ]
+    return []
+
+
+def run_extract(args: argparse.Namespace) -> dict[str, Any]:
+    """HuBERT extraction real-time factor and k-means assignment rows (``extract_bench.py``)."""
+    cfg = QUICK_EXTRACT if args.quick else ExtractConfig()
+    started = datetime.now().astimezone()
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    measured = run_extract_bench(cfg, args.threads)
+    result = _result(args, cfg, measured, started, load_before, t0)
+    notes = _load_notes(args, result, load_before, "real-time factors")
     spread = max(max(t) / min(t) for t in result["hz50"]["seconds"].values())
     if spread > 1.25:
         notes.append(
@@ -268,21 +285,8 @@ def run_dpo(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="slamming-bench-dpo-") as tmp:
         measured = run_dpo_bench(cfg, Path(tmp))
-    result: dict[str, Any] = {
-        "date": started.strftime("%a %b %d %H:%M:%S %Z %Y"),
-        "quick": args.quick,
-        "environment": {"machine": machine(), **versions()},
-        "config": {**asdict(cfg), "threads": args.threads},
-        **measured,
-        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
-        "elapsed_s": time.perf_counter() - t0,
-    }
-    notes = []
-    if max(load_before[0], result["load_average"]["after"][0]) > args.threads + 0.5:
-        notes.append(
-            f"load average above the {args.threads} benchmark threads (other processes were using the CPU); "
-            "step times and tokens/s are depressed, the interleaved ratios less so"
-        )
+    result = _result(args, cfg, measured, started, load_before, t0)
+    notes = _load_notes(args, result, load_before, "step times and tokens/s")
     ratios = [r["ratio"] for r in result["repeats"]]
     if max(ratios) / min(ratios) > 1.25:
         notes.append(

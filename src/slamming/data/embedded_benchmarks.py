@@ -39,6 +39,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_info
 from tqdm.auto import tqdm
 
+from slamming.data.build_dir import atomic_build
 from slamming.data.embedded_pairs import (
     BENCHMARKS,
     TextPair,
@@ -148,11 +149,7 @@ def build_embedded_benchmarks(
         return reused
     engine = EspeakEngine(voices, rate_range=rate_range, pitch_range=pitch_range, sample_rate=SAMPLE_RATE)
     started = time.monotonic()
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if partial.exists():  # left by an interrupted build of ours
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    try:
+    with atomic_build(out_dir) as (partial, summary):
         stats = {}
         for index, (name, pairs) in enumerate(embedded_pairs(num_pairs, seed).items()):
             # Both cloze benchmarks share one plan: their positives are the same stories, spoken alike.
@@ -160,18 +157,13 @@ def build_embedded_benchmarks(
             stats[name] = _speak(
                 partial / name, name, pairs, engine, voice_dirs, plan_seed, tts_workers, progress
             )
-        summary = {
-            "key": key,
-            "settings": settings,
-            "benchmarks": stats,
-            "hours": sum(s["hours"] for s in stats.values()),
-            "build_seconds": round(time.monotonic() - started, 1),
-        }
-        (partial / "done.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        partial.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        summary.update(
+            key=key,
+            settings=settings,
+            benchmarks=stats,
+            hours=sum(s["hours"] for s in stats.values()),
+            build_seconds=round(time.monotonic() - started, 1),
+        )
     rank_zero_info(
         f"built the embedded benchmarks in {out_dir} in {summary['build_seconds']:.0f} s: "
         + ", ".join(f"{s['rows']} {name} pairs" for name, s in stats.items())

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from tqdm.auto import tqdm
 
+from slamming.data.build_dir import atomic_build
 from slamming.data.preference_corpus import PreferenceCorpusWriter
 from slamming.data.preference_text import TextTriple
 from slamming.errors import SlammingError
@@ -119,11 +119,7 @@ def build_spoken_preferences(
         )
     tokenizer = load_tokenizer(tokenizer_dir)
     started = time.monotonic()
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if partial.exists():  # left by a build that was interrupted; ours, so it goes
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    try:
+    with atomic_build(out_dir) as (partial, summary):
         splits: dict[str, dict[str, Any]] = {}
         for split, seed, triples in (("train", tts_seed, train), ("val", tts_seed + 1, val)):
             if triples:
@@ -131,21 +127,16 @@ def build_spoken_preferences(
                     partial / split, split, triples, engine, tokenizer, seed, tts_workers, progress, info
                 )
         seconds = sum(s["seconds"] for s in splits.values())
-        summary = {
-            "build_version": BUILD_VERSION,
-            "splits": splits,
-            "hours": seconds / 3600,
-            "build_seconds": time.monotonic() - started,
-            "tokenizer": tokenizer.identity,
-            "tts_seed": int(tts_seed),
-            "voices": list(engine.voices),
-            "info": dict(info or {}),
-        }
-        (partial / "done.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        partial.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        summary.update(
+            build_version=BUILD_VERSION,
+            splits=splits,
+            hours=seconds / 3600,
+            build_seconds=time.monotonic() - started,
+            tokenizer=tokenizer.identity,
+            tts_seed=int(tts_seed),
+            voices=list(engine.voices),
+            info=dict(info or {}),
+        )
     rank_zero_info(
         f"built {out_dir} in {summary['build_seconds']:.0f} s: {summary['hours']:.2f} h of speech, "
         + ", ".join(f"{s['triples']} {name} triples" for name, s in splits.items())

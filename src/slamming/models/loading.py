@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from slamming.callbacks.budget import _load_checkpoint
 from slamming.errors import SlammingError
 from slamming.models.authors import is_authors_folder, load_authors_folder
-from slamming.models.unit_lm import _DTYPES, _require_hub, resolve_attention, unit_lm_from_checkpoint
+from slamming.models.unit_lm import _DTYPES, _require_hub, resolve_attention, unit_lm_from_checkpoint_dict
 from slamming.vocab import NUM_SPECIAL
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,9 @@ def load_unit_lm(
     if dtype is not None and dtype not in _DTYPES:
         raise SlammingError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     if path.is_file():
-        model, tokenizer = unit_lm_from_checkpoint(path)
+        # One read of the checkpoint for the weights, the tokeniser and the budget.
         ckpt = _load_checkpoint(str(path))
+        model, tokenizer = unit_lm_from_checkpoint_dict(ckpt, path)
         extra = ckpt.get("slamming", {})
         tokenizer_dir = _existing_dir(extra.get("tokenizer_dir"))
         budget = ckpt.get("callbacks", {}).get("ComputeBudget")

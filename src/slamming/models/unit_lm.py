@@ -238,7 +238,13 @@ def unit_lm_from_checkpoint(checkpoint: str | Path) -> tuple[PreTrainedModel, di
     path = Path(checkpoint)
     if not path.is_file():
         raise SlammingError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    return unit_lm_from_checkpoint_dict(torch.load(path, map_location="cpu", weights_only=False), path)
+
+
+def unit_lm_from_checkpoint_dict(
+    ckpt: dict[str, Any], path: str | Path
+) -> tuple[PreTrainedModel, dict[str, Any] | None]:
+    """:func:`unit_lm_from_checkpoint` on a checkpoint already loaded (``path`` names it in errors)."""
     extra = ckpt.get("slamming") if isinstance(ckpt, dict) else None
     if not extra or not ("backbone" in extra or "hf_config" in extra):
         raise SlammingError(f"{path} is not a slamming checkpoint (no 'slamming' section)")
