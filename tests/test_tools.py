@@ -99,6 +99,10 @@ def test_tokenizer_fit_and_from_kmeans_tools(tmp_path: Path, capsys: pytest.Capt
     out = capsys.readouterr().out
     assert "skipped broken.wav" in out and "fitted on 4 files" in out
     assert load_tokenizer(tmp_path / "mfcc").identity["k"] == 8
+    assert load_tokenizer(tmp_path / "mfcc").normalization == "corpus"  # the default
+    main(["tokenizer", "fit", "--kind", "mfcc", "--audio", str(audio), "--k", "8", "--out",
+          str(tmp_path / "mfcc-utt"), "--normalization", "utterance"])  # fmt: skip
+    assert load_tokenizer(tmp_path / "mfcc-utt").normalization == "utterance"
 
     model = tiny_hubert(tmp_path / "hubert")
     main(["tokenizer", "fit", "--kind", "hubert", "--model", str(model), "--layer", "2", "--audio", str(audio),

@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--minibatch", type=int, help="mini-batch k-means with this batch size (kind hubert)")
+    p.add_argument(
+        "--normalization",
+        choices=("corpus", "utterance"),
+        default="corpus",
+        help="kind mfcc: MFCC statistics and segment threshold of the fitting audio (default) or of each utterance",
+    )
     p = tsub.add_parser("from-kmeans", help="a HuBERT tokeniser from a community k-means file (…_km500.bin)")
     p.add_argument("--model", required=True, help="HuBERT folder or hub id, e.g. a local mhubert-base-25hz")
     p.add_argument("--kmeans", required=True, help="a .safetensors centroid file or a joblib/sklearn pickle")
@@ -121,6 +127,7 @@ def run_tool(argv: Sequence[str]) -> None:
                 args.kind, args.audio, args.out, args.k, model=args.model, layer=args.layer,
                 max_files=args.max_files, max_vectors=args.max_vectors, seed=args.seed, device=args.device,
                 minibatch=args.minibatch,
+                **({"normalization": args.normalization} if args.kind == "mfcc" else {}),
             )  # fmt: skip
             for path, reason in result["bad_files"]:
                 print(f"skipped {path}: {reason}")

@@ -140,6 +140,15 @@ def test_espeak_build_keeps_its_cache_key_and_stores_no_words(tmp_path: Path) ->
         SyntheticSpeechDataModule(cache_dir=str(tmp_path), engine="festival")  # type: ignore[arg-type]
     with pytest.raises(SlammingError, match="piper_voice is set but data.engine is espeak"):
         SyntheticSpeechDataModule(cache_dir=str(tmp_path), piper_voice="x.onnx")
+    # Corpus-wide MFCC statistics are the default and part of the key; per-utterance ones keep the
+    # key the corpora had before the option existed.
+    assert dm.settings["normalization"] == "corpus"
+    old = SyntheticSpeechDataModule(
+        cache_dir=str(tmp_path), num_train_stories=3, num_val_stories=0, normalization="utterance"
+    )
+    assert "normalization" not in old.settings and old.build_dir != dm.build_dir
+    with pytest.raises(SlammingError, match="data.normalization must be one of"):
+        SyntheticSpeechDataModule(cache_dir=str(tmp_path), normalization="speaker")
 
 
 PIPER_TEXTS = [

@@ -135,7 +135,11 @@ def test_load_detects_other_weights(tokenizer: HubertTokenizer, tmp_path: Path) 
 
 
 def test_load_tokenizer_dispatches_to_mfcc(tmp_path: Path) -> None:
-    mfcc = MFCCTokenizer(k=4, kmeans=KMeans(torch.randn(4, 13, generator=torch.Generator().manual_seed(0))))
+    mfcc = MFCCTokenizer(
+        k=4,
+        normalization="utterance",
+        kmeans=KMeans(torch.randn(4, 13, generator=torch.Generator().manual_seed(0))),
+    )
     mfcc.save(tmp_path / "mfcc")
     loaded = load_tokenizer(tmp_path / "mfcc")
     assert isinstance(loaded, MFCCTokenizer) and loaded.identity == mfcc.identity

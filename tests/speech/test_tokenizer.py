@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from slamming.errors import SlammingError, TokenizerMismatchError
+from slamming.speech.features import MFCCFeatures
 from slamming.speech.kmeans import KMeans
 from slamming.speech.tokenizer import MFCCTokenizer, check_identity, dedup
 
@@ -65,7 +66,8 @@ def test_without_dedup_every_segment_is_a_unit(speech: list[torch.Tensor]) -> No
     assert int(durations.min()) >= 3  # min_gap: no segment shorter than 3 frames
     assert int(durations.sum()) == speech[0].shape[0] // 160
     deduped = dedup(units, durations)
-    with_dedup = MFCCTokenizer(k=K, dedup=True, kmeans=tokenizer.kmeans).encode(speech[0])
+    settings = {**tokenizer.settings(), "dedup": True}
+    with_dedup = MFCCTokenizer(**settings, kmeans=tokenizer.kmeans).encode(speech[0])
     assert np.array_equal(deduped[0], with_dedup[0]) and np.array_equal(deduped[1], with_dedup[1])
 
 
@@ -100,7 +102,9 @@ def test_identity_keys_and_sensitivity(tokenizer: MFCCTokenizer, speech: list[to
     assert tokenizer.identity == identity  # stable
     other_fit = MFCCTokenizer(k=K).fit(speech, seed=1)
     assert other_fit.identity["settings_hash"] != identity["settings_hash"]
-    same_centroids_other_setting = MFCCTokenizer(k=K, percentile=80.0, kmeans=tokenizer.kmeans)
+    same_centroids_other_setting = MFCCTokenizer(
+        **{**tokenizer.settings(), "percentile": 80.0}, kmeans=tokenizer.kmeans
+    )
     assert same_centroids_other_setting.identity["settings_hash"] != identity["settings_hash"]
     assert MFCCTokenizer(k=K + 1).fit(speech, seed=0).identity["k"] == K + 1
 
@@ -155,6 +159,82 @@ def test_centroids_must_fit_the_settings(tmp_path: Path) -> None:
     with pytest.raises(SlammingError, match=r"dim=13 .* expects k=10, dim=39"):
         MFCCTokenizer(k=10, deltas=True, kmeans_path=path)
     assert MFCCTokenizer(k=10, kmeans_path=path).kmeans is not None
+
+
+def _units_alone_and_followed(tokenizer: MFCCTokenizer, word: torch.Tensor, more: torch.Tensor) -> tuple:
+    return tokenizer.encode(word)[0].tolist(), tokenizer.encode(torch.cat([word, more]))[0].tolist()
+
+
+def test_corpus_statistics_tokenise_a_word_alone_as_inside_longer_speech(
+    tokenizer: MFCCTokenizer, speech: list[torch.Tensor], espeak
+) -> None:
+    """With corpus statistics a word's units do not depend on what else the utterance holds (only
+    the last units, at the join, may change); with per-utterance statistics they do. This is what
+    lets a model trained on whole stories recognise a word spoken alone (the lexical benchmark)."""
+    assert tokenizer.normalization == "corpus" and tokenizer.threshold is not None
+    per_utterance = MFCCTokenizer(k=K, normalization="utterance").fit(speech, seed=0)
+    words = [espeak.synthesize(w, "en-us", 175, 50) for w in ("garden", "lantern", "bicycle", "yellow")]
+    changed_per_utterance = 0
+    for i, word in enumerate(words):
+        more = speech[i + 2]  # several seconds of other speech after the word
+        alone, followed = _units_alone_and_followed(tokenizer, word, more)
+        assert len(alone) >= 4
+        assert followed[: len(alone) - 2] == alone[:-2]
+        alone, followed = _units_alone_and_followed(per_utterance, word, more)
+        changed_per_utterance += followed[: len(alone) - 2] != alone[:-2]
+    assert changed_per_utterance >= 3
+
+
+def test_corpus_statistics_are_fitted_saved_and_checked(
+    tokenizer: MFCCTokenizer, speech: list[torch.Tensor], tmp_path: Path
+) -> None:
+    settings = tokenizer.settings()
+    assert settings["normalization"] == "corpus"
+    assert len(settings["feature_mean"]) == len(settings["feature_std"]) == 13
+    raw = torch.cat([MFCCFeatures(normalize=False).frames(w) for w in speech]).double()
+    np.testing.assert_allclose(settings["feature_mean"], raw.mean(0).numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(settings["feature_std"], raw.std(0, unbiased=False).numpy(), rtol=1e-4)
+    assert settings["threshold"] > 0
+    # Other statistics are another tokeniser.
+    moved = {**settings, "threshold": settings["threshold"] * 1.1}
+    assert MFCCTokenizer(**moved, kmeans=tokenizer.kmeans).identity != tokenizer.identity
+    with pytest.raises(SlammingError, match="no corpus statistics; call fit"):
+        MFCCTokenizer(k=K, kmeans=tokenizer.kmeans).encode(speech[0])
+    with pytest.raises(ValueError, match="need 13 values each"):
+        MFCCTokenizer(**{**settings, "feature_mean": [0.0] * 12}, kmeans=tokenizer.kmeans)
+    with pytest.raises(ValueError, match="needs their threshold"):
+        MFCCTokenizer(**{**settings, "threshold": None}, kmeans=tokenizer.kmeans)
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        MFCCTokenizer(normalization="speaker")
+    # A tokenizer.json with statistics of the wrong shape is one clear error.
+    tokenizer.save(tmp_path / "tok")
+    payload = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    payload["settings"]["feature_std"] = [1.0]
+    (tmp_path / "tok" / "tokenizer.json").write_text(json.dumps(payload))
+    with pytest.raises(SlammingError, match="tokenizer.json has settings this version does not know"):
+        MFCCTokenizer.load(tmp_path / "tok")
+
+
+def test_tokenisers_saved_before_the_option_load_per_utterance(
+    speech: list[torch.Tensor], tmp_path: Path
+) -> None:
+    old = MFCCTokenizer(k=K, normalization="utterance").fit(speech, seed=0)
+    old.save(tmp_path / "old")
+    payload = json.loads((tmp_path / "old" / "tokenizer.json").read_text())
+    # The settings (and so the identity hash) are those written before `normalization` existed.
+    assert set(payload["settings"]) == {
+        "k",
+        "frame_rate",
+        "segment",
+        "n_mfcc",
+        "deltas",
+        "percentile",
+        "min_gap",
+        "dedup",
+    }
+    loaded = MFCCTokenizer.load(tmp_path / "old")
+    assert loaded.normalization == "utterance" and loaded.identity == old.identity
+    assert np.array_equal(loaded.encode(speech[3])[0], old.encode(speech[3])[0])
 
 
 def test_unfitted_or_underfed_tokeniser(speech: list[torch.Tensor]) -> None:

@@ -31,7 +31,7 @@ from slamming.data.pretrain import UnitDataModule
 from slamming.data.stories import StoryGenerator
 from slamming.data.texts import TextCorpus, TextFormat, read_texts, split_texts, text_id
 from slamming.errors import SlammingError
-from slamming.speech.tokenizer import MFCCTokenizer
+from slamming.speech.tokenizer import NORMALIZATIONS, MFCCTokenizer
 from slamming.speech.tts import (
     DEFAULT_VOICES,
     EspeakEngine,
@@ -73,6 +73,10 @@ class SyntheticSpeechDataModule(UnitDataModule):
         frame_rate: frame rate of the MFCC units when ``segment`` is off.
         segment: phone-like change-point segments instead of fixed frames (what made a tiny model
             learn story coherence in our measurements).
+        normalization: ``"corpus"``: MFCC statistics and the segment threshold are fitted on the
+            fitting speech, so a word alone is tokenised as inside a story (what let the tiny model
+            pass the embedded lexical test); ``"utterance"``: each utterance's own (the corpora
+            built before this option). See :class:`~slamming.speech.tokenizer.MFCCTokenizer`.
         fit_stories: training texts whose speech fits the k-means (the first ones).
         kmeans_seed: seed of the k-means fit.
         progress: show progress bars while building.
@@ -107,6 +111,7 @@ class SyntheticSpeechDataModule(UnitDataModule):
         num_units: int = 100,
         frame_rate: int = 25,
         segment: bool = True,
+        normalization: str = "corpus",
         fit_stories: int = 200,
         kmeans_seed: int = 0,
         progress: bool = True,
@@ -179,6 +184,10 @@ class SyntheticSpeechDataModule(UnitDataModule):
             "fit_stories": int(min(fit_stories, num_train)),
             "kmeans_seed": int(kmeans_seed),
         }
+        if normalization not in NORMALIZATIONS:
+            raise SlammingError(f"data.normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        if normalization != "utterance":  # caches built before the option keep their key
+            self.settings["normalization"] = normalization
         self.tts_workers = int(tts_workers)
         self.progress = progress
         key = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -252,7 +261,12 @@ class SyntheticSpeechDataModule(UnitDataModule):
         train_jobs = plan_jobs(train, engine, s["tts_seed"])
         fit_jobs = train_jobs[: s["fit_stories"]]
         fit_wavs = list(self._speak(engine, fit_jobs, "Speaking the k-means fitting texts"))
-        tokenizer = MFCCTokenizer(k=s["num_units"], frame_rate=s["frame_rate"], segment=s["segment"])
+        tokenizer = MFCCTokenizer(
+            k=s["num_units"],
+            frame_rate=s["frame_rate"],
+            segment=s["segment"],
+            normalization=s.get("normalization", "utterance"),
+        )
         tokenizer.fit([wav for wav, _ in fit_wavs], seed=s["kmeans_seed"])
         tokenizer.save(tmp / "tokenizer")
         stats: dict[str, Any] = {}

@@ -19,7 +19,7 @@ import torchaudio
 
 from slamming.errors import AudioError
 
-__all__ = ["BASE_FRAME_RATE", "MFCCFeatures", "segment_features"]
+__all__ = ["BASE_FRAME_RATE", "MFCCFeatures", "frame_distances", "segment_features"]
 
 #: Rate of the raw MFCC frames in Hz (10 ms hop).
 BASE_FRAME_RATE = 100
@@ -148,16 +148,20 @@ class MFCCFeatures:
         return self.pool(self.frames(wav))
 
 
-def _boundaries(distance: np.ndarray, percentile: float, min_gap: int) -> np.ndarray:
+def _boundaries(
+    distance: np.ndarray, percentile: float, min_gap: int, threshold: float | None = None
+) -> np.ndarray:
     """Segment start indices (excluding 0) chosen from the frame-to-frame distances.
 
     ``distance[t]`` is the change between frames ``t`` and ``t + 1``, so a boundary there starts a
-    segment at ``t + 1``. Candidates are local maxima strictly above the percentile; the strongest are
+    segment at ``t + 1``. Candidates are local maxima strictly above ``threshold``, or above the
+    ``percentile``-th percentile of ``distance`` when ``threshold`` is None; the strongest are
     kept first and any candidate within ``min_gap`` frames of a kept boundary or of either end is
     dropped, so every segment is at least ``min_gap`` frames long.
     """
     num_frames = distance.shape[0] + 1
-    threshold = np.percentile(distance, percentile)
+    if threshold is None:
+        threshold = float(np.percentile(distance, percentile))
     left = np.concatenate([[-np.inf], distance[:-1]])
     right = np.concatenate([distance[1:], [-np.inf]])
     # Strict on the left, non-strict on the right: a plateau of equal peaks yields its first frame.
@@ -176,19 +180,30 @@ def _boundaries(distance: np.ndarray, percentile: float, min_gap: int) -> np.nda
     return np.sort(np.asarray(kept, dtype=np.int64))
 
 
+def frame_distances(frames: torch.Tensor) -> np.ndarray:
+    """``(T - 1,)`` Euclidean distances between consecutive frames (float64), the change signal
+    :func:`segment_features` cuts at."""
+    return (frames[1:] - frames[:-1]).double().norm(dim=1).numpy()
+
+
 def segment_features(
-    frames: torch.Tensor, percentile: float = 70.0, min_gap: int = 3
+    frames: torch.Tensor, percentile: float = 70.0, min_gap: int = 3, threshold: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut 100 Hz frames into phone-like segments at points of fast spectral change.
 
     Boundaries sit at local maxima of the Euclidean distance between consecutive frames that lie
-    above the ``percentile``-th percentile of those distances, at least ``min_gap`` frames apart
-    (and from either end of the utterance). Each segment is represented by its mean frame.
+    above a threshold, at least ``min_gap`` frames apart (and from either end of the utterance).
+    Each segment is represented by its mean frame.
+
+    The threshold is ``threshold`` when given (a fixed value, e.g. fitted on a corpus, so a word
+    spoken alone is cut as it is inside a long story), else the ``percentile``-th percentile of the
+    utterance's own distances.
 
     Args:
         frames: ``(T, D)`` frames, normally :meth:`MFCCFeatures.frames`.
         percentile: distances must exceed this percentile (0-100) of the utterance's distances.
         min_gap: minimum segment length in frames (>= 1).
+        threshold: a fixed distance threshold instead of the utterance's percentile.
 
     Returns:
         ``segments`` ``(S, D)`` float32 segment means, and ``lengths`` ``(S,)`` int64 frame counts that
@@ -205,8 +220,7 @@ def segment_features(
     if num_frames == 0:
         return frames.new_zeros((0, frames.shape[1])), torch.zeros(0, dtype=torch.int64)
     if num_frames > 1:
-        distance = (frames[1:] - frames[:-1]).double().norm(dim=1).numpy()
-        starts = _boundaries(distance, percentile, min_gap)
+        starts = _boundaries(frame_distances(frames), percentile, min_gap, threshold)
     else:
         starts = np.zeros(0, dtype=np.int64)
     edges = np.concatenate([[0], starts, [num_frames]])

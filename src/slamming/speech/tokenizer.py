@@ -23,14 +23,16 @@ import numpy as np
 import torch
 
 from slamming.errors import SlammingError, TokenizerMismatchError
-from slamming.speech.features import BASE_FRAME_RATE, MFCCFeatures, segment_features
+from slamming.speech.features import BASE_FRAME_RATE, MFCCFeatures, frame_distances, segment_features
 from slamming.speech.kmeans import KMeans
 
-__all__ = ["MFCCTokenizer", "check_identity", "dedup"]
+__all__ = ["NORMALIZATIONS", "MFCCTokenizer", "check_identity", "dedup"]
 
 _CONFIG_FILE = "tokenizer.json"
 _KMEANS_FILE = "kmeans.safetensors"
 _FORMAT_VERSION = 1
+#: How MFCCs are normalised and segment boundaries found (see :class:`MFCCTokenizer`).
+NORMALIZATIONS: tuple[str, ...] = ("corpus", "utterance")
 
 
 def dedup(
@@ -130,9 +132,22 @@ class MFCCTokenizer:
         segment: quantise phone-like change-point segments instead of fixed-rate frames.
         n_mfcc: cepstral coefficients per frame.
         deltas: append first and second derivatives to the MFCCs.
-        percentile: segment boundaries need a frame-to-frame change above this percentile.
+        percentile: segment boundaries need a frame-to-frame change above this percentile (of the
+            fitting corpus's changes, or of each utterance's own with ``normalization="utterance"``).
         min_gap: minimum segment length in 100 Hz frames.
         dedup: collapse consecutive duplicate units.
+        normalization: ``"corpus"`` (default): MFCCs are standardised with the mean and standard
+            deviation of the fitting audio, and segment boundaries need a change above one threshold
+            fitted on it, so a word is cut and quantised the same way whether it is spoken alone or
+            inside a long story. ``"utterance"``: each utterance is standardised by its own statistics
+            and cut at its own percentile (tokenisers saved before this option existed). Measured on
+            espeak-ng speech (docs/perf-log.md, 2026-11-29): the unit bigrams of a word spoken alone
+            recur in a sentence holding it 0.52 of the time with ``corpus`` and 0.24 with ``utterance``.
+        feature_mean: ``(n_mfcc,)`` corpus mean of the raw MFCCs; set by :meth:`fit` (or a saved
+            tokeniser), needed with ``normalization="corpus"``.
+        feature_std: ``(n_mfcc,)`` corpus standard deviation, likewise.
+        threshold: the corpus boundary threshold (the ``percentile``-th percentile of the fitting
+            corpus's frame-to-frame changes), likewise when segmenting.
         kmeans: fitted centroids to use (``(k, D)``).
         kmeans_path: or a ``kmeans.safetensors`` file to load them from.
         device: where k-means assignment runs; not part of the identity.
@@ -150,6 +165,10 @@ class MFCCTokenizer:
         percentile: float = 70.0,
         min_gap: int = 3,
         dedup: bool = True,
+        normalization: str = "corpus",
+        feature_mean: Sequence[float] | None = None,
+        feature_std: Sequence[float] | None = None,
+        threshold: float | None = None,
         kmeans: KMeans | None = None,
         kmeans_path: str | os.PathLike[str] | None = None,
         device: torch.device | str = "cpu",
@@ -165,7 +184,23 @@ class MFCCTokenizer:
         self.min_gap = int(min_gap)
         self.dedup = bool(dedup)
         self.device = torch.device(device)
-        self.features = MFCCFeatures(n_mfcc=self.n_mfcc, frame_rate=self.frame_rate, deltas=self.deltas)
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        self.normalization = normalization
+        self.features = MFCCFeatures(
+            n_mfcc=self.n_mfcc,
+            frame_rate=self.frame_rate,
+            deltas=self.deltas,
+            normalize=normalization == "utterance",
+        )
+        self.feature_mean: torch.Tensor | None = None
+        self.feature_std: torch.Tensor | None = None
+        self.threshold: float | None = None
+        given = [v is not None for v in (feature_mean, feature_std)]
+        if normalization == "utterance" and (any(given) or threshold is not None):
+            raise ValueError("feature_mean/feature_std/threshold belong to normalization='corpus'")
+        if any(given):
+            self._set_statistics(feature_mean, feature_std, threshold)
         if kmeans is not None and kmeans_path is not None:
             raise ValueError("give either kmeans or kmeans_path, not both")
         if kmeans_path is not None:
@@ -175,6 +210,26 @@ class MFCCTokenizer:
             self._set_kmeans(
                 kmeans, source=str(kmeans_path) if kmeans_path is not None else "the given k-means"
             )
+
+    def _set_statistics(
+        self, mean: Sequence[float] | None, std: Sequence[float] | None, threshold: float | None
+    ) -> None:
+        """Adopt corpus statistics after checking their shape (and that a segmenter has a threshold)."""
+        if mean is None or std is None:
+            raise ValueError("give both feature_mean and feature_std, or neither")
+        mean_t = torch.as_tensor(mean, dtype=torch.float32)
+        std_t = torch.as_tensor(std, dtype=torch.float32)
+        if mean_t.shape != (self.features.dim,) or std_t.shape != (self.features.dim,):
+            raise ValueError(
+                f"feature_mean and feature_std need {self.features.dim} values each (n_mfcc x deltas), "
+                f"got {tuple(mean_t.shape)} and {tuple(std_t.shape)}"
+            )
+        if not bool((std_t > 0).all()):
+            raise ValueError("feature_std must be positive in every dimension")
+        if self.segment and threshold is None:
+            raise ValueError("a segmenting tokeniser with corpus statistics needs their threshold")
+        self.feature_mean, self.feature_std = mean_t, std_t
+        self.threshold = None if threshold is None else float(threshold)
 
     def _set_kmeans(self, kmeans: KMeans, source: str) -> None:
         """Adopt fitted centroids after checking they fit these settings."""
@@ -186,8 +241,12 @@ class MFCCTokenizer:
         self.kmeans = kmeans.to(self.device)
 
     def settings(self) -> dict[str, Any]:
-        """The constructor settings that change which units come out (everything but the centroids)."""
-        return {
+        """The constructor settings that change which units come out (everything but the centroids).
+
+        With ``normalization="utterance"`` the dictionary is what it was before the option existed,
+        so tokenisers saved then keep their identity.
+        """
+        settings: dict[str, Any] = {
             "k": self.k,
             "frame_rate": self.frame_rate,
             "segment": self.segment,
@@ -197,11 +256,22 @@ class MFCCTokenizer:
             "min_gap": self.min_gap,
             "dedup": self.dedup,
         }
+        if self.normalization != "utterance":
+            settings["normalization"] = self.normalization
+            settings["feature_mean"] = None if self.feature_mean is None else self.feature_mean.tolist()
+            settings["feature_std"] = None if self.feature_std is None else self.feature_std.tolist()
+            settings["threshold"] = self.threshold
+        return settings
 
     def _fitted(self) -> KMeans:
         if self.kmeans is None:
             raise SlammingError(
                 "the MFCC tokeniser has no k-means centroids; call fit(...) or load a saved tokeniser"
+            )
+        if self.normalization == "corpus" and self.feature_mean is None:
+            raise SlammingError(
+                "the MFCC tokeniser (normalization='corpus') has no corpus statistics; call fit(...), "
+                "load a saved tokeniser, or pass feature_mean/feature_std/threshold"
             )
         return self.kmeans
 
@@ -223,11 +293,21 @@ class MFCCTokenizer:
             "settings_hash": digest.hexdigest()[:16],
         }
 
+    def _frames(self, wav: torch.Tensor) -> torch.Tensor:
+        """Normalised 100 Hz MFCC frames (by the corpus statistics, or by the utterance's own)."""
+        frames = self.features.frames(wav)
+        if self.normalization == "corpus":
+            assert self.feature_mean is not None and self.feature_std is not None  # _fitted() checked
+            frames = (frames - self.feature_mean) / self.feature_std
+        return frames
+
     def _vectors(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The vectors to quantise and each one's duration (100 Hz frames or pooled frames)."""
-        frames = self.features.frames(wav)
+        return self._vectors_of(self._frames(wav))
+
+    def _vectors_of(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.segment:
-            return segment_features(frames, self.percentile, self.min_gap)
+            return segment_features(frames, self.percentile, self.min_gap, self.threshold)
         pooled = self.features.pool(frames)
         return pooled, torch.ones(pooled.shape[0], dtype=torch.int64)
 
@@ -241,7 +321,9 @@ class MFCCTokenizer:
         """Fit the k-means centroids on the features of some audio.
 
         The audio is streamed; a seeded reservoir sample keeps at most ``max_vectors`` feature
-        vectors (segment means, or pooled frames), a uniform sample of all of them.
+        vectors (segment means, or pooled frames), a uniform sample of all of them. With
+        ``normalization="corpus"`` the MFCC statistics and the boundary threshold are measured on the
+        same audio first (its raw MFCCs are held in memory for that: ~5 MB per hour of speech).
 
         Args:
             wavs: ``(N,)`` 16 kHz mono waveforms.
@@ -256,10 +338,14 @@ class MFCCTokenizer:
             SlammingError: the audio yields fewer vectors than ``k``.
         """
         rng = np.random.default_rng(seed)
+        if self.normalization == "corpus":
+            all_frames = self._fit_statistics(wavs)
+        else:
+            all_frames = (self._frames(wav) for wav in wavs)
         reservoir = np.empty((max_vectors, self.features.dim), dtype=np.float32)
         seen = 0
-        for wav in wavs:
-            vectors = self._vectors(wav)[0].numpy()
+        for frames in all_frames:
+            vectors = self._vectors_of(frames)[0].numpy()
             fill = min(max(max_vectors - seen, 0), len(vectors))
             reservoir[seen : seen + fill] = vectors[:fill]
             rest = vectors[fill:]
@@ -283,6 +369,29 @@ class MFCCTokenizer:
         )
         self._set_kmeans(fitted, source="fit")
         return self
+
+    def _fit_statistics(self, wavs: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+        """Measure the corpus mean, standard deviation and boundary threshold on ``wavs``; returns
+        their frames normalised with them."""
+        raw = [self.features.frames(wav) for wav in wavs]
+        if not raw:
+            raise SlammingError("the tokeniser got no audio to fit on; give it some speech")
+        stacked = torch.cat(raw).double()
+        mean, std = stacked.mean(dim=0), stacked.std(dim=0, unbiased=False)
+        if not bool((std > 0).all()):
+            raise SlammingError(
+                "the fitting audio has a constant MFCC dimension (silence only?); fit on real speech"
+            )
+        mean32, std32 = mean.float(), std.float()
+        frames = [(f - mean32) / std32 for f in raw]
+        threshold = None
+        if self.segment:
+            distances = [frame_distances(f) for f in frames if len(f) > 1]
+            if not distances:
+                raise SlammingError("the fitting audio is too short to measure frame changes; give it more")
+            threshold = float(np.percentile(np.concatenate(distances), self.percentile))
+        self._set_statistics(mean32.tolist(), std32.tolist(), threshold)
+        return frames
 
     def _finish(self, labels: torch.Tensor, durations: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         units = labels.cpu().numpy().astype(np.uint16)
@@ -357,9 +466,11 @@ class MFCCTokenizer:
             raise SlammingError(
                 f"{config} describes a {kind!r} tokeniser, not {cls.kind!r}; load it with the matching class"
             )
+        # Saved before `normalization` existed: every utterance was normalised by its own statistics.
+        settings.setdefault("normalization", "utterance")
         try:
             tokenizer = cls(**settings, kmeans_path=directory / _KMEANS_FILE, device=device)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise SlammingError(
                 f"{config} has settings this version does not know ({err}); save the tokeniser again"
             ) from err
