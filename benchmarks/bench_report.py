@@ -94,10 +94,10 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def write_json(result: dict[str, Any], results_dir: Path, stamp: datetime) -> Path:
-    """Write ``result`` to ``results_dir/<timestamp>.json`` and return the path."""
+def write_json(result: dict[str, Any], results_dir: Path, stamp: datetime, suffix: str = "") -> Path:
+    """Write ``result`` to ``results_dir/<timestamp><suffix>.json`` and return the path."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"{stamp.strftime('%Y%m%dT%H%M%S')}.json"
+    path = results_dir / f"{stamp.strftime('%Y%m%dT%H%M%S')}{suffix}.json"
     path.write_text(json.dumps(result, indent=2, default=_jsonable) + "\n")
     return path
 

@@ -31,7 +31,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -201,6 +200,23 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     return results
 
 
+def _report(
+    args: argparse.Namespace,
+    result: dict[str, Any],
+    rows: list[Row],
+    started: datetime,
+    suffix: str,
+    section: Any,
+) -> None:
+    """Write one part's JSON (``<stamp><suffix>.json``), print its table, notes and path, and log it."""
+    json_path = write_json(result, args.results_dir, started, suffix)
+    print(table(rows))
+    for n in result["notes"]:
+        print(f"note: {n}")
+    print(f"results: {json_path} ({result['elapsed_s']:.0f} s)")
+    _log(args, json_path, section)
+
+
 def _log(args: argparse.Namespace, json_path: Path, section: Any) -> None:
     """Append ``section(shown_json_path)`` to the perf log unless ``--quick`` / ``--no-log``."""
     if args.quick or args.no_log:
@@ -261,12 +277,14 @@ def run_extract(args: argparse.Namespace) -> dict[str, Any]:
     result["notes"] = notes
     rows = extract_rows(result)
     result["rows"] = [r.as_dict() for r in rows]
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    json_path = args.results_dir / f"{started.strftime('%Y%m%dT%H%M%S')}-extract.json"
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(rows))
-    print(f"results: {json_path} ({result['elapsed_s']:.0f} s)")
-    _log(args, json_path, lambda shown: extract_log_section(result, rows, table(rows), shown))
+    _report(
+        args,
+        result,
+        rows,
+        started,
+        "-extract",
+        lambda shown: extract_log_section(result, rows, table(rows), shown),
+    )
     return result
 
 
@@ -295,14 +313,9 @@ def run_dpo(args: argparse.Namespace) -> dict[str, Any]:
     result["notes"] = notes
     rows = dpo_rows(result)
     result["rows"] = [r.as_dict() for r in rows]
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    json_path = args.results_dir / f"{started.strftime('%Y%m%dT%H%M%S')}-dpo.json"
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(rows))
-    for n in notes:
-        print(f"note: {n}")
-    print(f"results: {json_path} ({result['elapsed_s']:.0f} s)")
-    _log(args, json_path, lambda shown: dpo_log_section(result, rows, table(rows), shown))
+    _report(
+        args, result, rows, started, "-dpo", lambda shown: dpo_log_section(result, rows, table(rows), shown)
+    )
     return result
 
 
@@ -374,12 +387,7 @@ def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
         "notes": notes,
         "elapsed_s": time.perf_counter() - t0,
     }
-    json_path = write_json(result, args.results_dir, started)
-    print(table(rows))
-    for n in notes:
-        print(f"note: {n}")
-    print(f"results: {json_path} ({result['elapsed_s']:.0f} s)")
-    _log(args, json_path, lambda shown: perf_log_section(result, rows, shown))
+    _report(args, result, rows, started, "", lambda shown: perf_log_section(result, rows, shown))
     return result
 
 

@@ -41,26 +41,23 @@ def test_row_status() -> None:
     assert Row("r", None, (">=", 1.0)).status == "n/a"
 
 
+def _run_quick(part: str, results_dir: Path, timeout: int) -> subprocess.CompletedProcess[str]:
+    """``benchmarks/run.py --quick --only PART --threads 1``; asserts that it exits 0."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--only", part, "--threads", "1",
+         "--results-dir", str(results_dir)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
 def test_quick_benchmark_result(tmp_path: Path) -> None:
     log = REPO / "docs" / "perf-log.md"
     before = log.read_text() if log.exists() else None
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "run.py"),
-            "--quick",
-            "--only",
-            "pretrain",
-            "--threads",
-            "1",
-            "--results-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = _run_quick("pretrain", tmp_path, timeout=180)
     (path,) = tmp_path.glob("*.json")
     result = json.loads(path.read_text())
     assert result["quick"] is True and result["config"]["layers"] == 1
@@ -89,23 +86,7 @@ def test_quick_extract_benchmark_result(tmp_path: Path) -> None:
     log = REPO / "docs" / "perf-log.md"
     before = log.read_text() if log.exists() else None
     start = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "run.py"),
-            "--quick",
-            "--only",
-            "extract",
-            "--threads",
-            "1",
-            "--results-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = _run_quick("extract", tmp_path, timeout=120)
     assert time.perf_counter() - start < 60
     (path,) = tmp_path.glob("*-extract.json")
     assert not [p for p in tmp_path.glob("*.json") if p != path]  # the pretraining part did not run
@@ -142,23 +123,7 @@ def test_quick_dpo_benchmark_result(tmp_path: Path) -> None:
     log = REPO / "docs" / "perf-log.md"
     before = log.read_text() if log.exists() else None
     start = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "run.py"),
-            "--quick",
-            "--only",
-            "dpo",
-            "--threads",
-            "1",
-            "--results-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = _run_quick("dpo", tmp_path, timeout=120)
     assert time.perf_counter() - start < 60
     (path,) = tmp_path.glob("*-dpo.json")
     assert not [p for p in tmp_path.glob("*.json") if p != path]  # no other part ran

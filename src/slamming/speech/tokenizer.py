@@ -296,10 +296,12 @@ class MFCCTokenizer:
     def _frames(self, wav: torch.Tensor) -> torch.Tensor:
         """Normalised 100 Hz MFCC frames (by the corpus statistics, or by the utterance's own)."""
         frames = self.features.frames(wav)
-        if self.normalization == "corpus":
-            assert self.feature_mean is not None and self.feature_std is not None  # _fitted() checked
-            frames = (frames - self.feature_mean) / self.feature_std
-        return frames
+        return self._standardize(frames) if self.normalization == "corpus" else frames
+
+    def _standardize(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw MFCC frames standardised by the corpus statistics."""
+        assert self.feature_mean is not None and self.feature_std is not None  # _fitted() checked
+        return (raw - self.feature_mean) / self.feature_std
 
     def _vectors(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The vectors to quantise and each one's duration (100 Hz frames or pooled frames)."""
@@ -382,15 +384,16 @@ class MFCCTokenizer:
             raise SlammingError(
                 "the fitting audio has a constant MFCC dimension (silence only?); fit on real speech"
             )
-        mean32, std32 = mean.float(), std.float()
-        frames = [(f - mean32) / std32 for f in raw]
+        # The threshold is measured on frames standardised like every later utterance's.
+        self.feature_mean, self.feature_std = mean.float(), std.float()
+        frames = [self._standardize(f) for f in raw]
         threshold = None
         if self.segment:
             distances = [frame_distances(f) for f in frames if len(f) > 1]
             if not distances:
                 raise SlammingError("the fitting audio is too short to measure frame changes; give it more")
             threshold = float(np.percentile(np.concatenate(distances), self.percentile))
-        self._set_statistics(mean32.tolist(), std32.tolist(), threshold)
+        self._set_statistics(self.feature_mean.tolist(), self.feature_std.tolist(), threshold)
         return frames
 
     def _finish(self, labels: torch.Tensor, durations: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
