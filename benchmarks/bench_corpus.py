@@ -3,8 +3,8 @@
 The documents are random *deduplicated* unit sequences (no unit repeats its predecessor, as after
 Slam's dedup step) whose lengths follow a Beta(2, 2) shape between ``min_len`` and ``max_len``: most
 documents are mid-length, few are very short or very long, like utterances in LibriSpeech. They are
-written with :class:`slamming.data.corpus.CorpusWriter`, so both trainers read the same on-disk
-corpus through the same :class:`slamming.data.windows.PackedWindowDataset`.
+written with :class:`slamming.data.corpus.writer.CorpusWriter`, so both trainers read the same on-disk
+corpus through the same :class:`slamming.data.pretrain.windows.PackedWindowDataset`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slamming.data.corpus import CorpusWriter, UnitCorpus
-from slamming.data.packing import collate_packed
-from slamming.data.windows import PackedWindowDataset, WindowSampler
+from slamming.data.corpus.format import UnitCorpus
+from slamming.data.corpus.writer import CorpusWriter
+from slamming.data.pretrain.packing import collate_packed
+from slamming.data.pretrain.windows import PackedWindowDataset, WindowSampler
 from slamming.vocab import IGNORE_INDEX, NUM_SPECIAL, PAD_ID
 
 #: Identity of the benchmark corpus's made-up tokeniser.

@@ -44,8 +44,8 @@ import numpy as np
 import torch
 from bench_report import Row
 
-from slamming.data.preference import PreferenceDataModule
-from slamming.data.preference_corpus import PreferenceCorpusWriter
+from slamming.data.preference.corpus import PreferenceCorpusWriter
+from slamming.data.preference.datamodule import PreferenceDataModule
 from slamming.models.unit_lm import UnitLMBuilder, export_hf
 from slamming.tasks.dpo import DPOAlignment
 from slamming.tasks.reference import ReferenceLogps, compute_reference_logps

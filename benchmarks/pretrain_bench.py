@@ -33,10 +33,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 
 from slamming.callbacks.throughput import Throughput
-from slamming.data.corpus import UnitCorpus
-from slamming.data.packing import collate_packed, document_attention_mask
-from slamming.data.pretrain import UnitDataModule
-from slamming.data.windows import PackedWindowDataset, WindowSampler
+from slamming.data.corpus.format import UnitCorpus
+from slamming.data.pretrain.datamodule import UnitDataModule
+from slamming.data.pretrain.packing import collate_packed, document_attention_mask
+from slamming.data.pretrain.windows import PackedWindowDataset, WindowSampler
 from slamming.models.unit_lm import UnitLMBuilder
 from slamming.tasks.losses import next_unit_loss
 from slamming.tasks.pretrain import NextUnitPretraining

@@ -14,7 +14,7 @@ otherwise ``sdpa`` with slamming's 4-D block-diagonal causal mask. Phases: eager
 of forward + loss (first loss checked against eager), and eager ``sdpa`` when flash-attn ran; each
 timed between CUDA synchronisations after its warm-up. Prints and writes ``$OUT/gpu_check.json``
 (``./gpu_check.json`` without ``$OUT``; rewritten after every phase): non-pad tokens/s (trained
-targets per second), MFU against the device's dense bf16 peak (``slamming.callbacks.flops``), peak
+targets per second), MFU against the device's dense bf16 peak (``slamming.models.flops``), peak
 memory (``torch.cuda.max_memory_allocated``) and the attention path.
 
 Imports only torch, numpy, transformers and four light slamming modules (no Lightning, fairseq2,
@@ -41,8 +41,8 @@ sys.path.insert(0, str(REPO / "src"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from slamming.callbacks.flops import count_params, peak_flops_for_device_name, transformer_flops_per_token  # noqa: E402
-from slamming.data.packing import build_window, collate_packed, document_attention_mask  # noqa: E402
+from slamming.data.pretrain.packing import build_window, collate_packed, document_attention_mask  # noqa: E402
+from slamming.models.flops import count_params, peak_flops_for_device_name, transformer_flops_per_token  # noqa: E402
 from slamming.models.unit_lm import UnitLMBuilder  # noqa: E402
 from slamming.tasks.losses import next_unit_loss  # noqa: E402
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 import yaml
 
-from slamming.data.corpus_writer import CorpusWriter
+from slamming.data.corpus.writer import CorpusWriter
 
 #: Identity of the made-up tokeniser of the test corpora.
 TEST_IDENTITY = {"kind": "test", "k": 20, "frame_rate": 25, "dedup": True, "settings_hash": "t0"}
 TINY_BACKBONE = {
-    "class_path": "slamming.models.unit_lm.UnitLMBuilder",
+    "class_path": "slamming.models.UnitLMBuilder",
     "init_args": {
         "config": {
             "hidden_size": 32,
@@ -100,11 +100,11 @@ def fit_config(tmp_path: Path, unit_corpora: dict[str, Path], **overrides: Any) 
             ],
         },
         "model": {
-            "class_path": "slamming.tasks.pretrain.NextUnitPretraining",
+            "class_path": "slamming.tasks.NextUnitPretraining",
             "init_args": {"backbone": TINY_BACKBONE, "lr": 3e-3, "min_lr": 3e-4, "warmup_ratio": 0.1},
         },
         "data": {
-            "class_path": "slamming.data.pretrain.UnitDataModule",
+            "class_path": "slamming.data.UnitDataModule",
             "init_args": {
                 "train": [str(unit_corpora["train"])],
                 "val": [str(unit_corpora["val"])],
@@ -143,11 +143,11 @@ def speech_fit_config(root: Path, name: str = "syn", **overrides: Any) -> Path:
             },
         },
         "model": {
-            "class_path": "slamming.tasks.pretrain.NextUnitPretraining",
+            "class_path": "slamming.tasks.NextUnitPretraining",
             "init_args": {"backbone": TINY_BACKBONE},
         },
         "data": {
-            "class_path": "slamming.data.synthetic.SyntheticSpeechDataModule",
+            "class_path": "slamming.data.SyntheticSpeechDataModule",
             "init_args": {
                 "cache_dir": str(root / "cache"),
                 "num_train_stories": 24,

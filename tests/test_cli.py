@@ -89,7 +89,7 @@ def test_config_key_typo_is_one_clear_error(
         tmp_path,
         unit_corpora,
         model={
-            "class_path": "slamming.tasks.pretrain.NextUnitPretraining",
+            "class_path": "slamming.tasks.NextUnitPretraining",
             "init_args": {"backbone": TINY_BACKBONE, "lrr": 0.1},
         },
     )
@@ -108,7 +108,7 @@ def test_missing_corpus_directory_is_one_clear_error(
         tmp_path,
         unit_corpora,
         data={
-            "class_path": "slamming.data.pretrain.UnitDataModule",
+            "class_path": "slamming.data.UnitDataModule",
             "init_args": {"train": [str(missing)], "context_length": 64},
         },
     )
@@ -130,7 +130,7 @@ def test_corpora_from_different_tokenizers_are_refused(
         tmp_path,
         unit_corpora,
         data={
-            "class_path": "slamming.data.pretrain.UnitDataModule",
+            "class_path": "slamming.data.UnitDataModule",
             "init_args": {"train": [str(unit_corpora["train"])], "val": [str(other)], "context_length": 64},
         },
     )

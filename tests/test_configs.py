@@ -66,7 +66,7 @@ def test_paper_dpo_recipe_values() -> None:
     """slam-recipe.md §1.5 (paper Table 5): beta 0.1, lr 5e-5, inverse sqrt, 4 x 16 pairs, 30 min."""
     cfg = yaml.safe_load(Path("configs/dpo.yaml").read_text())
     trainer, model, data = cfg["trainer"], cfg["model"]["init_args"], cfg["data"]["init_args"]
-    assert cfg["model"]["class_path"] == "slamming.tasks.dpo.DPOAlignment"
+    assert cfg["model"]["class_path"] == "slamming.tasks.DPOAlignment"
     assert model["beta"] == 0.1 and model["lr"] == 5e-5 and model["label_smoothing"] == 0.0
     assert data["batch_size"] == 4 and trainer["accumulate_grad_batches"] == 16
     assert data["context_length"] == 1024 and trainer["precision"] == "bf16-true"

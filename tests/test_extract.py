@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from slamming.cli import main
-from slamming.data.corpus import UnitCorpus
+from slamming.data.corpus.format import UnitCorpus
 from slamming.speech.tokenizer import MFCCTokenizer
 
 

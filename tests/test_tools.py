@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from slamming.cli import main
-from slamming.data.corpus import UnitCorpus
+from slamming.data.corpus.format import UnitCorpus
 from tests.conftest import fit_config, markov_documents, write_corpus
 
 

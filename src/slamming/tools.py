@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from slamming.data.corpus import UnitCorpus, summarize
-from slamming.data.corpus_import import export_features_jsonl, import_features_jsonl, import_tokens_jsonl
+from slamming.data.corpus.format import UnitCorpus, summarize
+from slamming.data.corpus.slamkit import export_features_jsonl, import_features_jsonl, import_tokens_jsonl
 from slamming.errors import SlammingError
 from slamming.models.unit_lm import export_hf
 
@@ -120,7 +120,7 @@ def run_tool(argv: Sequence[str]) -> None:
     """Dispatch ``slamming corpus …`` / ``slamming export …``."""
     args = _parser().parse_args(list(argv))
     if args.tool == "tokenizer":
-        from slamming.speech.fit import fit_tokenizer, tokenizer_from_kmeans
+        from slamming.data.audio.tokenizer_fit import fit_tokenizer, tokenizer_from_kmeans
 
         if args.action == "fit":
             result = fit_tokenizer(

@@ -19,7 +19,7 @@ def test_scores_every_n_steps_and_equals_slamming_test(tmp_path: Path, benchmark
     root, _ = benchmarks
     specs = _specs(root)[:3]  # sWUGGY, sBLIMP, sSC
     callback = {
-        "class_path": "slamming.callbacks.benchmark_eval.BenchmarkEvaluation",
+        "class_path": "slamming.callbacks.BenchmarkEvaluation",
         "init_args": {"benchmarks": specs, "every_n_steps": 2, "batch_size": 3},
     }
     cfg = speech_fit_config(
@@ -27,7 +27,7 @@ def test_scores_every_n_steps_and_equals_slamming_test(tmp_path: Path, benchmark
         name="pre",
         trainer={"max_steps": 4, "val_check_interval": 2, "callbacks": [callback]},
         model={
-            "class_path": "slamming.tasks.pretrain.NextUnitPretraining",
+            "class_path": "slamming.tasks.NextUnitPretraining",
             "init_args": {"backbone": TINY_BACKBONE, "lr": 3e-2},
         },
         data=SMALL_SPEECH,

@@ -12,8 +12,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from slamming.callbacks.budget import ComputeBudget
-from slamming.callbacks.flops import measure_cpu_peak_flops
 from slamming.callbacks.throughput import Throughput
+from slamming.models.flops import measure_cpu_peak_flops
 
 from .ddp_budget_script import TinyRegression, make_loader
 

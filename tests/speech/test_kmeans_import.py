@@ -13,9 +13,10 @@ from sklearn.cluster import KMeans as SklearnKMeans
 from sklearn.cluster import MiniBatchKMeans
 
 from slamming.errors import SlammingError
+from slamming.hashing import sha256_file
 from slamming.speech import kmeans_import
 from slamming.speech.kmeans import KMeans
-from slamming.speech.kmeans_import import converted_path, file_sha256, load_kmeans, load_sklearn_kmeans
+from slamming.speech.kmeans_import import converted_path, load_kmeans, load_sklearn_kmeans
 
 K, DIM = 50, 32
 
@@ -67,7 +68,7 @@ def test_conversion_is_reused_without_unpickling(
     assert tensor_file.name == "hubert_L11_km50.safetensors"
     with safe_open(str(tensor_file), framework="pt") as handle:
         meta = handle.metadata()
-    assert meta["source_sha256"] == file_sha256(pickle_path)
+    assert meta["source_sha256"] == sha256_file(pickle_path)
     assert meta["source_class"] == "KMeans" and meta["source_name"] == pickle_path.name
 
     def refuse(*args: object, **kwargs: object) -> None:

@@ -16,8 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from slamming.callbacks.budget import ComputeBudget
 from slamming.cli import main
-from slamming.data.preference import PreferenceDataModule
-from slamming.data.preference_corpus import PreferenceCorpusWriter
+from slamming.data.preference.corpus import PreferenceCorpusWriter
+from slamming.data.preference.datamodule import PreferenceDataModule
 from slamming.errors import SlammingError
 from slamming.models.unit_lm import UnitLMBuilder, export_hf, unit_lm_from_checkpoint
 from slamming.tasks.dpo import DPOAlignment
@@ -86,7 +86,7 @@ def dpo_config(tmp_path: Path, init_from: Path, preferences: dict[str, Path], **
             ],
         },
         "model": {
-            "class_path": "slamming.tasks.dpo.DPOAlignment",
+            "class_path": "slamming.tasks.DPOAlignment",
             "init_args": {
                 "init_from": str(init_from),
                 "lr": 3e-3,
@@ -97,7 +97,7 @@ def dpo_config(tmp_path: Path, init_from: Path, preferences: dict[str, Path], **
             },
         },
         "data": {
-            "class_path": "slamming.data.preference.PreferenceDataModule",
+            "class_path": "slamming.data.PreferenceDataModule",
             "init_args": {
                 "train": str(preferences["train"]),
                 "val": str(preferences["val"]),

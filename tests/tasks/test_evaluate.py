@@ -1,7 +1,7 @@
 """``slamming test`` on pair benchmarks: numbers by hand (D1, D3), checkpoint = export (D5), clear errors.
 
 A tiny model is pretrained through the CLI on espeak-ng speech with an MFCC tokeniser (as
-tests/data/test_synthetic.py does); its checkpoint records the tokeniser folder and its ``hf_model``
+tests/data/pretrain/test_synthetic.py does); its checkpoint records the tokeniser folder and its ``hf_model``
 export carries a copy. The benchmarks are espeak-ng speech written in each published layout.
 """
 
@@ -149,11 +149,11 @@ def _test(tmp_path: Path, model: Path, specs: list[dict[str, Any]], **init: Any)
             },
         },
         "model": {
-            "class_path": "slamming.tasks.evaluate.PairEvaluation",
+            "class_path": "slamming.tasks.PairEvaluation",
             "init_args": {"model": str(model), **init},
         },
         "data": {
-            "class_path": "slamming.data.benchmark_data.PairBenchmarkDataModule",
+            "class_path": "slamming.data.PairBenchmarkDataModule",
             "init_args": {"benchmarks": specs, "batch_size": 3},
         },
     }
@@ -302,11 +302,11 @@ def test_embedded_benchmarks_build_and_evaluate(tmp_path: Path, pretrained: dict
             "default_root_dir": str(tmp_path),
         },
         "model": {
-            "class_path": "slamming.tasks.evaluate.PairEvaluation",
+            "class_path": "slamming.tasks.PairEvaluation",
             "init_args": {"model": str(pretrained["hf"])},
         },
         "data": {
-            "class_path": "slamming.data.benchmark_data.EmbeddedBenchmarkDataModule",
+            "class_path": "slamming.data.EmbeddedBenchmarkDataModule",
             "init_args": {
                 "cache_dir": str(tmp_path / "emb"),
                 "num_pairs": 3,

@@ -54,16 +54,6 @@ def test_inverse_sqrt_hand_values() -> None:
     assert InverseSqrt(0)(0) == 1.0 and abs(InverseSqrt(0)(3) - 0.5) < 1e-12
 
 
-def test_sequence_logprobs_hand_example() -> None:
-    from slamming.tasks.losses import sequence_logprobs
-
-    logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]])
-    logps, counts = sequence_logprobs(logits, torch.tensor([[0, 1]]))
-    assert abs(float(logps[0]) + 3 * math.log(2.0)) < 1e-6 and int(counts[0]) == 2
-    logps, counts = sequence_logprobs(logits, torch.tensor([[IGNORE_INDEX, 1]]))
-    assert abs(float(logps[0]) + 2 * math.log(2.0)) < 1e-6 and int(counts[0]) == 1
-
-
 def test_dpo_loss_hand_example_and_signs() -> None:
     from slamming.tasks.losses import dpo_loss
 

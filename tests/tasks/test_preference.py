@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from slamming.tasks.losses import sequence_logprobs
+from slamming.eval.logprobs import sequence_logprobs
 from slamming.tasks.preference import concatenated_logprobs
 from slamming.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 

@@ -3,7 +3,7 @@
 Validation loss alone misleads for speech LMs (reference/embedded-units.md: frame-level units
 reached a low loss with no topic learning at all), so a researcher wants to watch tStoryCloze or
 sWUGGY rise while pretraining runs. This callback reads the chosen benchmarks once
-(:func:`slamming.data.benchmarks.load_benchmarks`), turns every file into units once with the model's
+(:func:`slamming.data.benchmarks.readers.load_benchmarks`), turns every file into units once with the model's
 tokeniser (each file alone, as ``slamming test`` does), and every ``every_n_steps`` optimizer steps —
 and before the first — scores them with the model being trained
 (:mod:`slamming.eval.likelihood`), logging ``bench/<name>/accuracy`` (and the ZeroSpeech
@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from slamming.callbacks.budget import ComputeBudget
-from slamming.data.benchmarks import PairBenchmark, load_benchmarks
+from slamming.data.benchmarks.readers import PairBenchmark, load_benchmarks
 from slamming.errors import SlammingError
 from slamming.eval.likelihood import pair_outcomes, score_units, summarize_pairs
 from slamming.speech.audio import read_audio

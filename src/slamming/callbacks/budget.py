@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -28,6 +27,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from slamming.errors import SlammingError
+from slamming.models.checkpoint import budget_state, read_checkpoint
 
 STOP_CHECKPOINT_NAME = "budget-stop.ckpt"
 
@@ -46,17 +46,6 @@ def read_num_tokens(outputs: Any) -> torch.Tensor | int | None:
         value = outputs["num_tokens"]
         return value.detach() if isinstance(value, torch.Tensor) else int(value)
     return None
-
-
-def _load_checkpoint(path: str) -> Any:
-    """Load a checkpoint's pickled dict without reading its tensors into memory (mmap)."""
-    try:
-        # The restricted unpickler reads plain Lightning checkpoints (tensors, numbers, strings).
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except pickle.UnpicklingError:
-        # Hyperparameters may hold arbitrary objects that the restricted unpickler rejects. This is
-        # the user's own run output, which Lightning itself loads with weights_only=False on resume.
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
 
 
 class ComputeBudget(Callback):
@@ -446,13 +435,13 @@ class ComputeBudget(Callback):
         if not os.path.isfile(path):
             raise SlammingError(f"{path}: no such checkpoint file; pass the .ckpt written by the parent run.")
         try:
-            checkpoint = _load_checkpoint(path)
+            checkpoint = read_checkpoint(path)
         except Exception as error:  # any failure to unpickle means "not a checkpoint" to the user
             raise SlammingError(f"{path}: not a readable Lightning checkpoint ({error}).") from error
-        state = checkpoint.get("callbacks", {}).get("ComputeBudget") if isinstance(checkpoint, dict) else None
+        state = budget_state(checkpoint)
         if state is None:
             raise SlammingError(
                 f"{path}: this checkpoint holds no ComputeBudget state (its run had no ComputeBudget callback); "
                 "use a checkpoint from a run with the budget callback."
             )
-        return dict(state)
+        return state

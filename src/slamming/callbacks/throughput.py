@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
 from slamming.callbacks.budget import ComputeBudget, read_num_tokens
-from slamming.callbacks.flops import peak_flops, precision_to_dtype
+from slamming.models.flops import peak_flops, precision_to_dtype
 
 
 def _batch_size(batch: Any) -> int:
@@ -50,7 +50,7 @@ class Throughput(Callback):
       ranks) and ``perf/step_time`` (seconds per optimizer step).
     * ``perf/mfu`` = flops_per_token × tokens/s ÷ (peak FLOP/s × world_size), only when the
       LightningModule exposes ``flops_per_token`` and the device's peak is known
-      (:func:`slamming.callbacks.flops.peak_flops`); it is never guessed.
+      (:func:`slamming.models.flops.peak_flops`); it is never guessed.
     * ``perf/data_wait_frac``: time between the end of one batch and the start of the next (loader
       wait, host-to-device copy and Lightning's per-batch bookkeeping) ÷ training time. Gaps in
       which validation ran or a checkpoint was saved are not counted; after an epoch boundary only

@@ -1,7 +1,7 @@
 """``UnitCorpusWriter``: write extracted units per rank, restartably, then merge them into one corpus.
 
 Every rank buffers the records of ``predict_step`` and writes them in small *parts* — each a complete
-unit corpus, written atomically by :class:`~slamming.data.corpus_writer.CorpusWriter` — under
+unit corpus, written atomically by :class:`~slamming.data.corpus.writer.CorpusWriter` — under
 ``<output>.parts/``. A part is never written twice and never half-written, so after a crash a rerun
 reads the ids already in the parts, tells the data module to skip them, and continues. When every rank
 is done, rank 0 merges all parts in manifest order into ``output`` (so the corpus is the same token
@@ -23,8 +23,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from tqdm.auto import tqdm
 
-from slamming.data.corpus import UnitCorpus
-from slamming.data.corpus_writer import CorpusWriter
+from slamming.data.corpus.format import UnitCorpus
+from slamming.data.corpus.writer import CorpusWriter
 from slamming.errors import CorpusError
 
 

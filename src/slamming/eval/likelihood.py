@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from slamming.tasks.losses import sequence_logprobs
+from slamming.eval.logprobs import sequence_logprobs
 from slamming.vocab import IGNORE_INDEX, PAD_ID, document_ids
 
 __all__ = [

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from slamming.callbacks.budget import _load_checkpoint
 from slamming.errors import SlammingError
 from slamming.models.authors import is_authors_folder, load_authors_folder
-from slamming.models.unit_lm import _DTYPES, _require_hub, resolve_attention, unit_lm_from_checkpoint_dict
+from slamming.models.checkpoint import budget_state, read_checkpoint, stage_section
+from slamming.models.unit_lm import DTYPES, require_hub, resolve_attention, unit_lm_from_checkpoint_dict
 from slamming.vocab import NUM_SPECIAL
 
 log = logging.getLogger(__name__)
@@ -71,15 +71,15 @@ def load_unit_lm(
         SlammingError: The source does not exist or is neither kind.
     """
     path = _local_path(source)
-    if dtype is not None and dtype not in _DTYPES:
-        raise SlammingError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    if dtype is not None and dtype not in DTYPES:
+        raise SlammingError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if path.is_file():
         # One read of the checkpoint for the weights, the tokeniser and the budget.
-        ckpt = _load_checkpoint(str(path))
+        ckpt = read_checkpoint(path)
         model, tokenizer = unit_lm_from_checkpoint_dict(ckpt, path)
-        extra = ckpt.get("slamming", {})
+        extra = stage_section(ckpt)
         tokenizer_dir = _existing_dir(extra.get("tokenizer_dir"))
-        budget = ckpt.get("callbacks", {}).get("ComputeBudget")
+        budget = budget_state(ckpt)
     elif is_authors_folder(path):
         model = load_authors_folder(path)
         tokenizer = tokenizer_dir = budget = None
@@ -103,7 +103,7 @@ def load_unit_lm(
     if attn_implementation is not None:
         model.config._attn_implementation = resolve_attention(attn_implementation)
     if dtype is not None:
-        model = model.to(_DTYPES[dtype])
+        model = model.to(DTYPES[dtype])
     num_units = int(model.config.vocab_size) - NUM_SPECIAL
     return LoadedUnitLM(model.eval(), num_units, tokenizer, tokenizer_dir, budget and dict(budget), str(path))
 
@@ -126,7 +126,7 @@ def _local_path(source: str | Path) -> Path:
     except Exception:  # not cached: fetch it below
         pass
     try:
-        _require_hub(text)
+        require_hub(text)
         return Path(snapshot_download(text, allow_patterns=patterns))
     except Exception as err:  # any failure to fetch is the same problem for the user
         raise SlammingError(

@@ -31,12 +31,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, Pre
 from transformers.utils import is_flash_attn_2_available
 
 from slamming.errors import SlammingError
+from slamming.models.checkpoint import read_checkpoint, stage_section
 from slamming.vocab import BOS_ID, EOS_ID, PAD_ID, vocab_size
 
 log = logging.getLogger(__name__)
 
 _DROPOUT_KEYS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_attention(requested: str) -> str:
@@ -51,7 +52,7 @@ def resolve_attention(requested: str) -> str:
     return requested
 
 
-def _require_hub(name: str, timeout: float = 3.0) -> None:
+def require_hub(name: str, timeout: float = 3.0) -> None:
     """Fail fast, in one line, when the hub cannot be reached.
 
     Without this, ``huggingface_hub`` retries for about 20 s and prints a warning per retry before
@@ -98,8 +99,8 @@ class UnitLMBuilder:
     ) -> None:
         if base is None and not config:
             raise SlammingError("model backbone: give either `base` (a text LM folder or hub id) or `config`")
-        if dtype not in _DTYPES:
-            raise SlammingError(f"model backbone: dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if dtype not in DTYPES:
+            raise SlammingError(f"model backbone: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.base = base
         self.config = dict(config or {})
         self.model_type = model_type
@@ -131,7 +132,7 @@ class UnitLMBuilder:
                 try:  # a model already in the local Hugging Face cache needs no network
                     return AutoConfig.from_pretrained(self.base, local_files_only=True)
                 except OSError:
-                    _require_hub(self.base)
+                    require_hub(self.base)
             return AutoConfig.from_pretrained(self.base)
         except (OSError, ValueError) as err:
             where = "folder" if os.path.isdir(self.base) else "hub id"
@@ -168,7 +169,7 @@ class UnitLMBuilder:
         """Build the unit LM with ``num_units + 2`` ids."""
         cfg = self.make_config(num_units)
         attn = resolve_attention(self.attn_implementation)
-        dtype = _DTYPES[self.dtype]
+        dtype = DTYPES[self.dtype]
         if self.base is not None and self.twist_init:
             # Load with the base's own vocabulary, then shrink: the rows kept are ids 0..K+1.
             base_cfg = self._base_config()
@@ -238,14 +239,14 @@ def unit_lm_from_checkpoint(checkpoint: str | Path) -> tuple[PreTrainedModel, di
     path = Path(checkpoint)
     if not path.is_file():
         raise SlammingError(f"checkpoint {path} does not exist")
-    return unit_lm_from_checkpoint_dict(torch.load(path, map_location="cpu", weights_only=False), path)
+    return unit_lm_from_checkpoint_dict(read_checkpoint(path), path)
 
 
 def unit_lm_from_checkpoint_dict(
     ckpt: dict[str, Any], path: str | Path
 ) -> tuple[PreTrainedModel, dict[str, Any] | None]:
     """:func:`unit_lm_from_checkpoint` on a checkpoint already loaded (``path`` names it in errors)."""
-    extra = ckpt.get("slamming") if isinstance(ckpt, dict) else None
+    extra = stage_section(ckpt)
     if not extra or not ("backbone" in extra or "hf_config" in extra):
         raise SlammingError(f"{path} is not a slamming checkpoint (no 'slamming' section)")
     if "hf_config" in extra:
@@ -254,7 +255,7 @@ def unit_lm_from_checkpoint_dict(
         model = AutoModelForCausalLM.from_config(
             cfg,
             attn_implementation=resolve_attention(extra.get("attn_implementation", "sdpa")),
-            dtype=_DTYPES[extra.get("dtype", "float32")],
+            dtype=DTYPES[extra.get("dtype", "float32")],
         )
     else:
         builder = UnitLMBuilder(**{**extra["backbone"], "twist_init": False})

@@ -10,7 +10,6 @@ that tensor file without unpickling again, as long as the pickle's sha256 still 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -20,20 +19,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from slamming.errors import SlammingError
+from slamming.hashing import sha256_file
 from slamming.speech.kmeans import KMeans
 
-__all__ = ["converted_path", "file_sha256", "load_kmeans", "load_sklearn_kmeans"]
+__all__ = ["converted_path", "load_kmeans", "load_sklearn_kmeans"]
 
 _SUFFIX = ".safetensors"
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def converted_path(path: str | os.PathLike[str]) -> Path:
@@ -83,7 +74,7 @@ def load_sklearn_kmeans(
             f"reading the pickled k-means {path} needs scikit-learn and joblib ({err}); "
             "run `pip install scikit-learn`"
         ) from err
-    source_sha256 = file_sha256(path)
+    source_sha256 = sha256_file(path)
     try:
         with warnings.catch_warnings():
             # Files pickled by older scikit-learn versions warn about the version on every load.
@@ -152,6 +143,6 @@ def load_kmeans(
         hint = f"; the converted {sibling} exists, pass that instead" if sibling.is_file() else ""
         raise SlammingError(f"k-means file {path} does not exist{hint}")
     sibling = converted_path(path)
-    if sibling.is_file() and _recorded_sha256(sibling) == file_sha256(path):
+    if sibling.is_file() and _recorded_sha256(sibling) == sha256_file(path):
         return KMeans.load(sibling, device=device)
     return load_sklearn_kmeans(path, trust_pickle=trust_pickle, device=device)

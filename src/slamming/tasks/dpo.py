@@ -29,8 +29,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
-from slamming.callbacks.flops import count_params, transformer_flops_per_token
 from slamming.errors import SlammingError
+from slamming.models.flops import count_params, transformer_flops_per_token
 from slamming.models.loading import load_unit_lm, resolve_newest, weights_fingerprint
 from slamming.speech.tokenizer import check_identity
 from slamming.tasks.losses import dpo_loss

@@ -144,7 +144,7 @@ class PairEvaluation(pl.LightningModule):
         self.benchmarks = getattr(self.trainer.datamodule, "benchmarks", None)
         if self.benchmarks is None:
             raise SlammingError(
-                "PairEvaluation needs data.class_path slamming.data.benchmark_data.PairBenchmarkDataModule"
+                "PairEvaluation needs data.class_path slamming.data.benchmarks.datamodule.PairBenchmarkDataModule"
             )
         # Loaded here, not in __init__, so that HuBERT lands on the device the trainer chose.
         self.tokenizer = load_tokenizer(self.tokenizer_dir, device=self.device)

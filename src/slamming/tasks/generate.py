@@ -2,7 +2,7 @@
 
 ``slamming predict --config configs/tiny/generate.yaml`` loads a unit LM (a slamming ``.ckpt``, an
 exported folder, the authors' format or a hub id; :func:`~slamming.models.loading.load_unit_lm`),
-takes prompts from a :class:`~slamming.data.prompts.PromptDataModule` (audio is tokenised here with
+takes prompts from a :class:`~slamming.data.audio.prompts.PromptDataModule` (audio is tokenised here with
 the model's own tokeniser, whose identity is checked), samples continuations with
 :func:`~slamming.eval.generate.sample_continuations` (the paper's settings by default; each prompt's
 seed comes from ``seed`` and the prompt's index) and writes, under ``output``:
@@ -32,7 +32,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from slamming.data.preference_text import auto_bleu
+from slamming.data.preference.text import auto_bleu
 from slamming.errors import SlammingError
 from slamming.eval.generate import SamplingSettings, prompt_seed, sample_continuations
 from slamming.eval.genppl import TextPerplexity, UnitVocoder, WhisperTranscriber, genppl, unit_auto_bleu

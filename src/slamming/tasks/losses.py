@@ -39,26 +39,6 @@ def next_unit_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return total / num_tokens.clamp(min=1), num_tokens
 
 
-def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probability of each sequence's real targets, in fp32.
-
-    ``labels`` are aligned with ``logits`` (``labels[b, t]`` is the target of position ``t``) and
-    hold ``IGNORE_INDEX`` wherever a position does not count (the prompt, padding): for DPO only the
-    completion's tokens are scored, as the authors' TRL-based trainer does.
-
-    Example: one sequence over a 2-id vocabulary, logits ``[[0, 0], [ln 3, 0]]``, labels ``[0, 1]``:
-    log p = ln(1/2) + ln(1/4) = -3 ln 2 ≈ -2.0794, with 2 targets; with the first label ignored,
-    -2 ln 2 ≈ -1.3863 and 1 target.
-
-    Returns:
-        ``(logps, counts)``, each of shape ``(B,)``.
-    """
-    mask = labels != IGNORE_INDEX
-    safe = labels.masked_fill(~mask, 0)
-    logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
-    return (logps * mask).sum(dim=-1), mask.sum(dim=-1)
-
-
 def dpo_loss(
     policy_chosen: torch.Tensor,
     policy_rejected: torch.Tensor,

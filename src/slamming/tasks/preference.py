@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from slamming.tasks.losses import sequence_logprobs
+from slamming.eval.logprobs import sequence_logprobs
 from slamming.vocab import IGNORE_INDEX, PAD_ID
 
 

@@ -10,8 +10,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
-from slamming.callbacks.flops import count_params, transformer_flops_per_token
-from slamming.data.packing import document_attention_mask
+from slamming.data.pretrain.packing import document_attention_mask
+from slamming.models.flops import count_params, transformer_flops_per_token
 from slamming.models.unit_lm import UnitLMBuilder
 from slamming.speech.tokenizer import check_identity
 from slamming.tasks.losses import next_unit_loss

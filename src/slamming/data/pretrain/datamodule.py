@@ -1,0 +1,214 @@
+"""``UnitDataModule``: packed, document-masked windows from unit corpora for next-unit pretraining."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader
+
+from slamming.data.corpus.format import UnitCorpus
+from slamming.data.pretrain.packing import collate_packed
+from slamming.data.pretrain.windows import PackedWindowDataset, WindowSampler
+from slamming.errors import CorpusError, SlammingError
+from slamming.speech.tokenizer import check_identity
+
+log = logging.getLogger(__name__)
+
+
+def path_list(paths: str | Sequence[str] | None) -> list[str]:
+    if paths is None:
+        return []
+    if isinstance(paths, (str, Path)):
+        return [str(paths)]
+    return [str(p) for p in paths]
+
+
+class UnitDataModule(pl.LightningDataModule):
+    """Serves packed windows of ``context_length + 1`` ids from one or more unit corpora.
+
+    Data order is a pure function of ``seed`` and the number of samples consumed: windows are
+    sharded across ranks, and the position (a cursor of consumed samples) is saved in checkpoints,
+    so a resumed run continues with exactly the batches the uninterrupted run would have seen.
+
+    Args:
+        train: training corpus directories (see :mod:`slamming.data.corpus.format`).
+        val: validation corpus directories (optional).
+        weights: mixture weights of the training corpora (token shares); ``None`` = every document
+            of every corpus once per epoch.
+        context_length: model context ``L``; windows hold ``L + 1`` ids.
+        batch_size: windows per micro-batch (per device).
+        num_workers: data-loader worker processes (0 builds batches in the training process; with
+            packing done by slicing memory maps this is cheap).
+        seed: seed of the document order.
+        verify_checksums: recompute every corpus file's sha256 in ``setup`` (one read of the data).
+        pin_memory: pin batches for faster host-to-GPU copies.
+    """
+
+    def __init__(
+        self,
+        train: str | list[str],
+        val: str | list[str] | None = None,
+        weights: list[float] | None = None,
+        context_length: int = 1024,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+        verify_checksums: bool = True,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        self.train_paths = path_list(train)
+        self.val_paths = path_list(val)
+        if not self.train_paths:
+            raise SlammingError("data.train: give at least one corpus directory")
+        if weights is not None and len(weights) != len(self.train_paths):
+            raise SlammingError(
+                f"data.weights has {len(weights)} values for {len(self.train_paths)} training corpora: give one per corpus"
+            )
+        if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
+            raise SlammingError("data.weights must be non-negative with a positive sum")
+        self.weights = weights
+        self.context_length = int(context_length)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+        self.verify_checksums = verify_checksums
+        self.pin_memory = pin_memory
+        self._cursor = 0
+        self._sampler: WindowSampler | None = None
+        self.train_set: PackedWindowDataset | None = None
+        self.val_set: PackedWindowDataset | None = None
+        self._identity: dict[str, Any] | None = None
+        self._num_units: int | None = None
+        if self._ready_to_open():
+            self._read_identity()
+
+    # -- corpora -----------------------------------------------------------------------------------
+    def _ready_to_open(self) -> bool:
+        """Whether the corpora exist at construction time (subclasses build them in prepare_data)."""
+        return True
+
+    def _open(self, paths: list[str]) -> list[UnitCorpus]:
+        corpora = []
+        for p in paths:
+            corpus = UnitCorpus(p)
+            if self.verify_checksums:
+                corpus.verify()
+            corpora.append(corpus)
+        return corpora
+
+    def _read_identity(self) -> None:
+        """Read the tokeniser identity of every corpus (meta.json only) and check they agree."""
+        first: UnitCorpus | None = None
+        for p in self.train_paths + self.val_paths:
+            corpus = UnitCorpus(p)
+            if first is None:
+                first = corpus
+                continue
+            if corpus.num_units != first.num_units:
+                raise CorpusError(
+                    f"corpus {p} has {corpus.num_units} units but {first.path} has {first.num_units}: "
+                    "all corpora of a run must come from the same tokeniser"
+                )
+            check_identity(first.tokenizer, corpus.tokenizer, what=f"corpus {p} (vs {first.path})")
+        assert first is not None
+        self._identity = dict(first.tokenizer)
+        self._num_units = int(first.num_units)
+
+    @property
+    def num_units(self) -> int:
+        """Number of units K of the corpora's tokeniser (the model's vocabulary is K + 2)."""
+        if self._num_units is None:
+            self._read_identity()
+        assert self._num_units is not None
+        return self._num_units
+
+    @property
+    def tokenizer(self) -> dict[str, Any]:
+        """Identity of the tokeniser that made the corpora."""
+        if self._identity is None:
+            self._read_identity()
+        assert self._identity is not None
+        return self._identity
+
+    # -- Lightning hooks ------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None and stage in (None, "fit"):
+            self.train_set = PackedWindowDataset(
+                self._open(self.train_paths), self.context_length, self.weights, self.seed, shuffle=True
+            )
+            if len(self.train_paths) > 1:
+                rank_zero_info(self.train_set.mix_report([Path(p).name for p in self.train_paths]))
+            if len(self.train_set) == 0:
+                raise CorpusError(
+                    f"training corpora {self.train_paths} hold fewer than {self.context_length + 1} ids: "
+                    "add data or lower data.context_length"
+                )
+        if self.val_set is None and self.val_paths and stage in (None, "fit", "validate"):
+            self.val_set = PackedWindowDataset(
+                self._open(self.val_paths), self.context_length, None, self.seed, shuffle=False
+            )
+            if len(self.val_set) == 0:
+                raise CorpusError(
+                    f"validation corpora {self.val_paths} hold fewer than {self.context_length + 1} ids: "
+                    "add data or lower data.context_length"
+                )
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _loader(self, dataset: PackedWindowDataset, sampler: WindowSampler) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=collate_packed,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and self._on_gpu(),
+            persistent_workers=False,
+        )
+
+    def _on_gpu(self) -> bool:
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup('fit') first"
+        rank, world = self._rank_world()
+        self._sampler = WindowSampler(self.train_set, num_replicas=world, rank=rank, cursor=self._cursor)
+        return self._loader(self.train_set, self._sampler)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is None:
+            return []
+        rank, world = self._rank_world()
+        return self._loader(self.val_set, WindowSampler(self.val_set, num_replicas=world, rank=rank))
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Called once per batch the training loop actually consumes (prefetched batches are not
+        # transferred yet), so the cursor counts exactly what training has seen.
+        trainer = self.trainer
+        if trainer is not None and trainer.training and self._sampler is not None:
+            n = int(batch["input_ids"].shape[0])
+            self._cursor += n
+            self._sampler.advance(n)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"cursor": self._cursor, "seed": self.seed, "context_length": self.context_length}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if int(state_dict.get("context_length", self.context_length)) != self.context_length:
+            log.warning(
+                "checkpoint was made with another context length: data order restarts from the beginning"
+            )
+            return
+        self._cursor = int(state_dict.get("cursor", 0))
