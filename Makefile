@@ -23,11 +23,11 @@ test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 bench: setup
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python bench/run.py
 
 # Runs on a GPU machine as it is (its own torch/transformers/lightning; no fairseq2 needed).
 gpu-check:

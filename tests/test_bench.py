@@ -1,4 +1,4 @@
-"""``benchmarks/run.py --quick``: the benchmark's building blocks at a toy size (not a timed test)."""
+"""``bench/run.py --quick``: the benchmark's building blocks at a toy size (not a timed test)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "bench"))
 
 from bench_corpus import packing_stats, synthetic_documents, write_bench_corpus  # noqa: E402
 from bench_report import Row  # noqa: E402
@@ -42,9 +42,9 @@ def test_row_status() -> None:
 
 
 def _run_quick(part: str, results_dir: Path, timeout: int) -> subprocess.CompletedProcess[str]:
-    """``benchmarks/run.py --quick --only PART --threads 1``; asserts that it exits 0."""
+    """``bench/run.py --quick --only PART --threads 1``; asserts that it exits 0."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--only", part, "--threads", "1",
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--only", part, "--threads", "1",
          "--results-dir", str(results_dir)],
         capture_output=True,
         text=True,

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback
 
 from slamming.cli import main
 from slamming.data.corpus.format import UnitCorpus
-from slamming.speech.tokenizer import MFCCTokenizer
+from slamming.speech.tokenizers import MFCCTokenizer
 
 
 class SlowPredict(Callback):
@@ -137,8 +137,8 @@ def hubert_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, audio_dir: Pa
     """A randomly initialised HuBERT saved to a local folder, and a k-means fitted by slamming on its features."""
     from slamming.speech.audio import read_audio
     from slamming.speech.hubert import HubertFeatures
-    from slamming.speech.hubert_tokenizer import HubertTokenizer
     from slamming.speech.kmeans import KMeans
+    from slamming.speech.tokenizers import HubertTokenizer
     from tests.speech.test_hubert import tiny_hubert
 
     root = tmp_path_factory.mktemp("hubert")

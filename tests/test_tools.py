@@ -73,7 +73,7 @@ def test_tokenizer_fit_and_from_kmeans_tools(tmp_path: Path, capsys: pytest.Capt
     from sklearn.cluster import KMeans as SkKMeans
 
     from slamming.speech.hubert import HubertFeatures
-    from slamming.speech.hubert_tokenizer import load_tokenizer
+    from slamming.speech.tokenizers import load_tokenizer
     from tests.speech.test_hubert import tiny_hubert
 
     audio = tmp_path / "audio"

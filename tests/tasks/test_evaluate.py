@@ -25,8 +25,7 @@ from slamming.errors import SlammingError, TokenizerMismatchError
 from slamming.models.loading import load_unit_lm
 from slamming.models.unit_lm import export_hf
 from slamming.speech.audio import read_audio, write_wav
-from slamming.speech.hubert_tokenizer import load_tokenizer
-from slamming.speech.tokenizer import MFCCTokenizer
+from slamming.speech.tokenizers import MFCCTokenizer, load_tokenizer
 from slamming.speech.tts import EspeakEngine
 from slamming.tasks.evaluate import PairEvaluation
 from tests.conftest import speech_fit_config

@@ -24,7 +24,7 @@ from slamming.eval.generate import prompt_seed
 from slamming.eval.genppl import TextPerplexity, WhisperTranscriber
 from slamming.models.unit_lm import UnitLMBuilder, export_hf
 from slamming.speech.audio import read_audio, write_wav
-from slamming.speech.tokenizer import MFCCTokenizer
+from slamming.speech.tokenizers import MFCCTokenizer
 from slamming.speech.tts import EspeakEngine
 from tests.conftest import TINY_BACKBONE, markov_documents, write_corpus
 from tests.eval.test_genppl import build_tiny_text_lm, build_tiny_whisper

@@ -32,8 +32,7 @@ from slamming.data.benchmarks.readers import PairBenchmark, load_benchmarks
 from slamming.errors import SlammingError
 from slamming.eval.likelihood import pair_outcomes, score_units, summarize_pairs
 from slamming.speech.audio import read_audio
-from slamming.speech.hubert_tokenizer import load_tokenizer
-from slamming.speech.tokenizer import check_identity
+from slamming.speech.tokenizers import check_identity, load_tokenizer
 
 log = logging.getLogger(__name__)
 

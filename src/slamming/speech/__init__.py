@@ -4,5 +4,5 @@
 - :mod:`slamming.speech.tts`: the espeak-ng engine and seeded, parallel batch synthesis.
 - :mod:`slamming.speech.features`: 100 Hz MFCCs, pooling, and phone-like change-point segments.
 - :mod:`slamming.speech.kmeans`: k-means on a centroid tensor (matmul assignment, safetensors files).
-- :mod:`slamming.speech.tokenizer`: dedup, the MFCC tokeniser and tokeniser identity checks.
+- :mod:`slamming.speech.tokenizers`: dedup, the MFCC tokeniser and tokeniser identity checks.
 """

@@ -32,7 +32,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from slamming.errors import SlammingError
 from slamming.models.flops import count_params, transformer_flops_per_token
 from slamming.models.loading import load_unit_lm, resolve_newest, weights_fingerprint
-from slamming.speech.tokenizer import check_identity
+from slamming.speech.tokenizers import check_identity
 from slamming.tasks.losses import dpo_loss
 from slamming.tasks.preference import concatenated_logprobs
 from slamming.tasks.reference import (

@@ -26,8 +26,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from slamming.errors import SlammingError
 from slamming.eval.likelihood import pair_outcomes, score_units, summarize_pairs
 from slamming.models.loading import load_unit_lm, resolve_newest
-from slamming.speech.hubert_tokenizer import load_tokenizer
-from slamming.speech.tokenizer import check_identity
+from slamming.speech.tokenizers import check_identity, load_tokenizer
 
 log = logging.getLogger(__name__)
 

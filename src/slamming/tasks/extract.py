@@ -13,7 +13,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from slamming.speech.hubert_tokenizer import load_tokenizer
+from slamming.speech.tokenizers import load_tokenizer
 
 
 class UnitExtraction(pl.LightningModule):

@@ -38,8 +38,7 @@ from slamming.eval.generate import SamplingSettings, prompt_seed, sample_continu
 from slamming.eval.genppl import TextPerplexity, UnitVocoder, WhisperTranscriber, genppl, unit_auto_bleu
 from slamming.models.loading import load_unit_lm, resolve_newest
 from slamming.speech.audio import read_audio, write_wav
-from slamming.speech.hubert_tokenizer import load_tokenizer
-from slamming.speech.tokenizer import check_identity
+from slamming.speech.tokenizers import check_identity, load_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from slamming.data.pretrain.packing import document_attention_mask
 from slamming.models.flops import count_params, transformer_flops_per_token
 from slamming.models.unit_lm import UnitLMBuilder
-from slamming.speech.tokenizer import check_identity
+from slamming.speech.tokenizers import check_identity
 from slamming.tasks.losses import next_unit_loss
 from slamming.tasks.schedules import WarmupCosine
 from slamming.tasks.stage import OPTIMIZERS, UnitLMStage

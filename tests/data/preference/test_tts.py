@@ -14,7 +14,7 @@ from slamming.data.preference.corpus import PreferenceCorpus
 from slamming.data.preference.text import TextTriple, story_triples
 from slamming.data.preference.tts import build_spoken_preferences, spoken_preference_key
 from slamming.errors import SlammingError
-from slamming.speech.tokenizer import MFCCTokenizer
+from slamming.speech.tokenizers import MFCCTokenizer
 from slamming.speech.tts import DEFAULT_VOICES, EspeakEngine, plan_jobs
 
 K = 16

@@ -17,10 +17,9 @@ from slamming.data.audio.manifest import read_manifest
 from slamming.errors import AudioError, SlammingError
 from slamming.speech.audio import read_audio
 from slamming.speech.hubert import HubertFeatures
-from slamming.speech.hubert_tokenizer import HubertTokenizer
 from slamming.speech.kmeans import KMeans
 from slamming.speech.kmeans_import import load_kmeans
-from slamming.speech.tokenizer import MFCCTokenizer
+from slamming.speech.tokenizers import HubertTokenizer, MFCCTokenizer
 
 
 def sample_audio(

@@ -1,7 +1,7 @@
 """Pair benchmarks (sWUGGY, sBLIMP, StoryCloze, SALMon, manifests): readers, data, embedded ones.
 
 "Benchmark" here means a likelihood benchmark of (positive, negative) audio pairs; performance
-benchmarks live in the repository's ``benchmarks/`` folder (``make bench``).
+benchmarks live in the repository's ``bench/`` folder (``make bench``).
 
 - :mod:`.readers`: the published layouts read into :class:`PairBenchmark` lists of :class:`Pair`.
 - :mod:`.datamodule`: one test dataloader of audio pairs per benchmark (published or embedded).

@@ -34,7 +34,7 @@ import numpy as np
 from slamming.data.corpus.format import UnitCorpus
 from slamming.data.corpus.writer import CorpusWriter
 from slamming.errors import CorpusError
-from slamming.speech.tokenizer import check_identity
+from slamming.speech.tokenizers import check_identity
 
 FORMAT = "slamming-preference"
 FORMAT_VERSION = 1

@@ -27,7 +27,7 @@ from slamming.data.preference.sources import JsonlPreferences, PreferenceSource,
 from slamming.data.pretrain.datamodule import path_list
 from slamming.data.pretrain.windows import WindowSampler
 from slamming.errors import CorpusError, SlammingError
-from slamming.speech.tokenizer import check_identity
+from slamming.speech.tokenizers import check_identity
 from slamming.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID, UNIT_OFFSET
 
 #: Bumped whenever :func:`preference_example` or :func:`collate_preferences` change what a batch

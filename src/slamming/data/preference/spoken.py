@@ -28,7 +28,7 @@ from slamming.data.preference.text import (
 )
 from slamming.data.preference.tts import BUILD_VERSION, build_spoken_preferences, spoken_preference_key
 from slamming.errors import SlammingError
-from slamming.speech.hubert_tokenizer import load_tokenizer
+from slamming.speech.tokenizers import load_tokenizer
 from slamming.speech.tts import DEFAULT_VOICES, EspeakEngine
 
 

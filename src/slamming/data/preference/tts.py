@@ -34,8 +34,7 @@ from slamming.data.corpus.build import atomic_build
 from slamming.data.preference.corpus import PreferenceCorpusWriter
 from slamming.data.preference.text import TextTriple
 from slamming.errors import SlammingError
-from slamming.speech.hubert_tokenizer import HubertTokenizer, load_tokenizer
-from slamming.speech.tokenizer import MFCCTokenizer
+from slamming.speech.tokenizers import HubertTokenizer, MFCCTokenizer, load_tokenizer
 from slamming.speech.tts import SpeechJob, TTSEngine, plan_jobs, synthesize_many
 
 __all__ = ["BUILD_VERSION", "build_spoken_preferences", "spoken_preference_key"]
@@ -87,7 +86,7 @@ def build_spoken_preferences(
         out_dir: the build folder to create; an existing complete one is never replaced.
         train: training triples (at least one).
         val: held-out triples (may be empty: no ``val`` corpus then).
-        tokenizer_dir: a saved unit tokeniser (:func:`~slamming.speech.hubert_tokenizer.load_tokenizer`).
+        tokenizer_dir: a saved unit tokeniser (:func:`~slamming.speech.tokenizers.load_tokenizer`).
         engine: the TTS engine; it must speak at 16 kHz, the tokenisers' rate.
         tts_seed: seed of the voice/rate/pitch plan.
         tts_workers: concurrent syntheses.

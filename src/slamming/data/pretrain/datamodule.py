@@ -15,7 +15,7 @@ from slamming.data.corpus.format import UnitCorpus
 from slamming.data.pretrain.packing import collate_packed
 from slamming.data.pretrain.windows import PackedWindowDataset, WindowSampler
 from slamming.errors import CorpusError, SlammingError
-from slamming.speech.tokenizer import check_identity
+from slamming.speech.tokenizers import check_identity
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from slamming.data.pretrain.datamodule import UnitDataModule
 from slamming.data.text.reader import TextCorpus, TextFormat, read_texts, split_texts, text_id
 from slamming.data.text.stories import StoryGenerator
 from slamming.errors import SlammingError
-from slamming.speech.tokenizer import NORMALIZATIONS, MFCCTokenizer
+from slamming.speech.tokenizers import NORMALIZATIONS, MFCCTokenizer
 from slamming.speech.tts import (
     DEFAULT_VOICES,
     EspeakEngine,
@@ -76,7 +76,7 @@ class SyntheticSpeechDataModule(UnitDataModule):
         normalization: ``"corpus"``: MFCC statistics and the segment threshold are fitted on the
             fitting speech, so a word alone is tokenised as inside a story (what let the tiny model
             pass the embedded lexical test); ``"utterance"``: each utterance's own (the corpora
-            built before this option). See :class:`~slamming.speech.tokenizer.MFCCTokenizer`.
+            built before this option). See :class:`~slamming.speech.tokenizers.MFCCTokenizer`.
         fit_stories: training texts whose speech fits the k-means (the first ones).
         kmeans_seed: seed of the k-means fit.
         progress: show progress bars while building.

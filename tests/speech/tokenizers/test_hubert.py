@@ -14,9 +14,8 @@ from sklearn.cluster import KMeans as SklearnKMeans
 
 from slamming.errors import SlammingError, TokenizerMismatchError
 from slamming.speech.hubert import HubertFeatures
-from slamming.speech.hubert_tokenizer import HubertTokenizer, load_tokenizer
 from slamming.speech.kmeans import KMeans
-from slamming.speech.tokenizer import MFCCTokenizer
+from slamming.speech.tokenizers import HubertTokenizer, MFCCTokenizer, load_tokenizer
 from tests.speech.test_hubert import random_wavs, tiny_hubert
 
 LAYER, K = 3, 20

@@ -1,13 +1,9 @@
-"""Speech to units: run-length dedup, the MFCC tokeniser, and tokeniser identity checks.
+"""The MFCC tokeniser: the embedded, download-free one.
 
-:class:`MFCCTokenizer` is the embedded, download-free tokeniser: 100 Hz MFCCs, cut into phone-like
-change-point segments (or pooled to a fixed frame rate), quantised by k-means, with consecutive
-duplicate units collapsed as in the Slam recipe. Its defaults (segments, k = 100) are the settings
-that let a tiny CPU model learn story coherence in the project's prototype measurements.
-
-Every unit stream carries the tokeniser's :attr:`~MFCCTokenizer.identity`. Corpora and checkpoints
-store it, and :func:`check_identity` refuses to mix units from different tokenisers, because unit
-42 of one k-means means nothing to a model trained on another.
+:class:`MFCCTokenizer`: 100 Hz MFCCs, cut into phone-like change-point segments (or pooled to a fixed
+frame rate), quantised by k-means, with consecutive duplicate units collapsed as in the Slam recipe.
+Its defaults (segments, k = 100) are the settings that let a tiny CPU model learn story coherence in
+the project's prototype measurements.
 """
 
 from __future__ import annotations
@@ -15,106 +11,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from slamming.errors import SlammingError, TokenizerMismatchError
+from slamming.errors import SlammingError
 from slamming.speech.features import BASE_FRAME_RATE, MFCCFeatures, frame_distances, segment_features
 from slamming.speech.kmeans import KMeans
+from slamming.speech.tokenizers.base import (
+    CONFIG_FILE,
+    KMEANS_FILE,
+    check_identity,
+    dedup,
+    save_tokenizer_files,
+)
 
-__all__ = ["NORMALIZATIONS", "MFCCTokenizer", "check_identity", "dedup"]
+__all__ = ["NORMALIZATIONS", "MFCCTokenizer"]
 
-_CONFIG_FILE = "tokenizer.json"
-_KMEANS_FILE = "kmeans.safetensors"
-_FORMAT_VERSION = 1
 #: How MFCCs are normalised and segment boundaries found (see :class:`MFCCTokenizer`).
 NORMALIZATIONS: tuple[str, ...] = ("corpus", "utterance")
-
-
-def dedup(
-    units: Sequence[int] | np.ndarray, weights: Sequence[int] | np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Collapse runs of equal consecutive units.
-
-    Args:
-        units: 1-D unit sequence.
-        weights: optional per-unit durations (e.g. segment lengths in frames); a run's duration is
-            the sum of its weights. Without weights every unit counts 1, giving plain run lengths.
-
-    Returns:
-        ``(units, durations)``: the first unit of every run (same dtype as the input) and the int64
-        duration of every run. ``durations.sum()`` equals ``weights.sum()`` (or ``len(units)``).
-
-    Example:
-        ``dedup([5, 5, 2, 2, 2, 5])`` gives ``([5, 2, 5], [2, 3, 1])``.
-    """
-    array = np.asarray(units)
-    if array.ndim != 1:
-        raise ValueError(f"units must be 1-D, got shape {array.shape}")
-    counts = np.ones(len(array), dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
-    if counts.shape != array.shape:
-        raise ValueError(f"weights shape {counts.shape} does not match units shape {array.shape}")
-    if len(array) == 0:
-        return array.copy(), np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.concatenate([[True], array[1:] != array[:-1]]))
-    return array[starts], np.add.reduceat(counts, starts)
-
-
-def save_tokenizer_files(
-    directory: str | os.PathLike[str],
-    kind: str,
-    settings: dict[str, Any],
-    identity: dict[str, Any],
-    kmeans: KMeans,
-    overwrite: bool = False,
-) -> Path:
-    """Write a tokeniser folder: ``tokenizer.json`` (format, kind, settings, identity) + centroids.
-
-    Shared by every tokeniser kind so that one loader (``load_tokenizer``) reads them all.
-
-    Raises:
-        SlammingError: the directory already holds a tokeniser and ``overwrite`` is False.
-    """
-    directory = Path(directory)
-    config = directory / _CONFIG_FILE
-    if config.exists() and not overwrite:
-        raise SlammingError(f"{config} already exists; pass overwrite=True or choose another directory")
-    kmeans.save(directory / _KMEANS_FILE, metadata={"kind": kind})
-    payload = {"format_version": _FORMAT_VERSION, "kind": kind, "settings": settings, "identity": identity}
-    config.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return directory
-
-
-def check_identity(expected: Mapping[str, Any], actual: Mapping[str, Any], what: str) -> None:
-    """Raise if two tokeniser identities differ.
-
-    Args:
-        expected: the identity the consumer was built for (a model's or a corpus's).
-        actual: the identity of the units offered to it.
-        what: what is being checked, for the message (e.g. ``"corpus data/units vs model"``).
-
-    Raises:
-        TokenizerMismatchError: one line naming every differing key with both values.
-    """
-    missing = object()
-
-    def show(value: Any) -> str:
-        return "<missing>" if value is missing else repr(value)
-
-    differences = [
-        f"{key}: expected {show(expected.get(key, missing))}, got {show(actual.get(key, missing))}"
-        for key in sorted(set(expected) | set(actual))
-        if expected.get(key, missing) != actual.get(key, missing)
-    ]
-    if differences:
-        raise TokenizerMismatchError(
-            f"{what}: tokeniser mismatch ({'; '.join(differences)}); re-tokenise the audio with the "
-            "expected tokeniser, or use the corpus/model made with the same one"
-        )
 
 
 class MFCCTokenizer:
@@ -453,7 +371,7 @@ class MFCCTokenizer:
                 not match the recorded identity.
         """
         directory = Path(directory)
-        config = directory / _CONFIG_FILE
+        config = directory / CONFIG_FILE
         if not config.is_file():
             raise SlammingError(
                 f"no tokeniser at {directory}: {config} does not exist; fit and save one first or fix the path"
@@ -472,10 +390,10 @@ class MFCCTokenizer:
         # Saved before `normalization` existed: every utterance was normalised by its own statistics.
         settings.setdefault("normalization", "utterance")
         try:
-            tokenizer = cls(**settings, kmeans_path=directory / _KMEANS_FILE, device=device)
+            tokenizer = cls(**settings, kmeans_path=directory / KMEANS_FILE, device=device)
         except (TypeError, ValueError) as err:
             raise SlammingError(
                 f"{config} has settings this version does not know ({err}); save the tokeniser again"
             ) from err
-        check_identity(recorded, tokenizer.identity, f"{directory}: recorded identity vs {_KMEANS_FILE}")
+        check_identity(recorded, tokenizer.identity, f"{directory}: recorded identity vs {KMEANS_FILE}")
         return tokenizer

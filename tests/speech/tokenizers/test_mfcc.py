@@ -12,7 +12,7 @@ import torch
 from slamming.errors import SlammingError, TokenizerMismatchError
 from slamming.speech.features import MFCCFeatures
 from slamming.speech.kmeans import KMeans
-from slamming.speech.tokenizer import MFCCTokenizer, check_identity, dedup
+from slamming.speech.tokenizers import MFCCTokenizer, check_identity, dedup
 
 K = 16
 

@@ -1,9 +1,8 @@
-"""The HuBERT unit tokeniser (the Slam recipe's units) and loading any saved tokeniser.
+"""The HuBERT unit tokeniser: the Slam recipe's units.
 
 :class:`HubertTokenizer` quantises one HuBERT layer's hidden states with k-means on the model's
 device and collapses consecutive duplicates, like slamkit: mHuBERT-base-25Hz, layer 11, 500 units.
-Its API mirrors :class:`~slamming.speech.tokenizer.MFCCTokenizer`. :func:`load_tokenizer` opens a
-saved tokeniser of either kind.
+Its API mirrors :class:`~slamming.speech.tokenizers.mfcc.MFCCTokenizer`.
 """
 
 from __future__ import annotations
@@ -22,31 +21,16 @@ from slamming.errors import SlammingError
 from slamming.speech.hubert import EDGE_PADDING, HubertFeatures
 from slamming.speech.kmeans import KMeans
 from slamming.speech.kmeans_import import load_kmeans
-from slamming.speech.tokenizer import MFCCTokenizer, check_identity, dedup, save_tokenizer_files
+from slamming.speech.tokenizers.base import (
+    CONFIG_FILE,
+    KMEANS_FILE,
+    check_identity,
+    dedup,
+    read_config,
+    save_tokenizer_files,
+)
 
-__all__ = ["HubertTokenizer", "load_tokenizer"]
-
-_CONFIG_FILE = "tokenizer.json"
-_KMEANS_FILE = "kmeans.safetensors"
-_FORMAT_VERSION = 1
-
-
-def _read_config(directory: Path) -> dict[str, Any]:
-    """The parsed ``tokenizer.json`` of a saved tokeniser."""
-    config = directory / _CONFIG_FILE
-    if not config.is_file():
-        raise SlammingError(
-            f"no tokeniser at {directory}: {config} does not exist; save one first or fix the path"
-        )
-    try:
-        payload = json.loads(config.read_text(encoding="utf-8"))
-        if not isinstance(payload, dict) or "kind" not in payload:
-            raise ValueError("no 'kind' field")
-    except (json.JSONDecodeError, ValueError, UnicodeDecodeError) as err:
-        raise SlammingError(
-            f"{config} is not a valid tokenizer.json ({err}); save the tokeniser again"
-        ) from err
-    return payload
+__all__ = ["HubertTokenizer"]
 
 
 class HubertTokenizer:
@@ -226,41 +210,22 @@ class HubertTokenizer:
                 match the recorded identity (``TokenizerMismatchError``).
         """
         directory = Path(directory)
-        payload = _read_config(directory)
+        payload = read_config(directory)
         if payload["kind"] != cls.kind:
             raise SlammingError(
-                f"{directory / _CONFIG_FILE} describes a {payload['kind']!r} tokeniser, not {cls.kind!r}; "
+                f"{directory / CONFIG_FILE} describes a {payload['kind']!r} tokeniser, not {cls.kind!r}; "
                 "use load_tokenizer()"
             )
         try:
             settings, recorded = dict(payload["settings"]), payload["identity"]
             if model is not None:
                 settings["model"] = model
-            tokenizer = cls(**settings, kmeans=directory / _KMEANS_FILE, device=device)
+            tokenizer = cls(**settings, kmeans=directory / KMEANS_FILE, device=device)
         except (KeyError, TypeError, ValueError) as err:
             raise SlammingError(
-                f"{directory / _CONFIG_FILE} has settings this version cannot use ({err!r}); save the tokeniser again"
+                f"{directory / CONFIG_FILE} has settings this version cannot use ({err!r}); save the tokeniser again"
             ) from err
         check_identity(
-            recorded, tokenizer.identity, f"{directory}: recorded identity vs model and {_KMEANS_FILE}"
+            recorded, tokenizer.identity, f"{directory}: recorded identity vs model and {KMEANS_FILE}"
         )
         return tokenizer
-
-
-def load_tokenizer(
-    directory: str | os.PathLike[str], device: torch.device | str = "cpu"
-) -> MFCCTokenizer | HubertTokenizer:
-    """Load a saved tokeniser of any kind (``"mfcc"`` or ``"hubert"``), by its ``tokenizer.json``.
-
-    Raises:
-        SlammingError: no tokeniser there, or an unknown kind.
-    """
-    directory = Path(directory)
-    kind = _read_config(directory)["kind"]
-    if kind == MFCCTokenizer.kind:
-        return MFCCTokenizer.load(directory, device=device)
-    if kind == HubertTokenizer.kind:
-        return HubertTokenizer.load(directory, device=device)
-    raise SlammingError(
-        f"{directory / _CONFIG_FILE} has tokeniser kind {kind!r}; this version knows 'mfcc' and 'hubert'"
-    )

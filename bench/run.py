@@ -22,10 +22,10 @@ Each part prints its table, writes ``bench/results/<timestamp>.json`` (extractio
 
 Usage::
 
-    .venv/bin/python benchmarks/run.py            # all parts (~4–6 min + ~3 min + ~2 min on 2 cores)
-    .venv/bin/python benchmarks/run.py --only extract
-    .venv/bin/python benchmarks/run.py --only dpo
-    .venv/bin/python benchmarks/run.py --quick --results-dir /tmp/b --threads 1
+    .venv/bin/python bench/run.py            # all parts (~4–6 min + ~3 min + ~2 min on 2 cores)
+    .venv/bin/python bench/run.py --only extract
+    .venv/bin/python bench/run.py --only dpo
+    .venv/bin/python bench/run.py --quick --results-dir /tmp/b --threads 1
 """
 
 from __future__ import annotations

@@ -1,0 +1,23 @@
+"""Unit tokenisers: speech → deduplicated units, saved as a folder, loaded by kind.
+
+- :mod:`.base`: the folder format, :func:`dedup`, :func:`check_identity`, :func:`load_tokenizer` and
+  the :class:`UnitTokenizer` protocol.
+- :mod:`.mfcc`: :class:`MFCCTokenizer`, the embedded, download-free tokeniser.
+- :mod:`.hubert`: :class:`HubertTokenizer`, HuBERT layer features quantised by k-means (the paper's).
+"""
+
+from slamming.exports import lazy_exports
+
+_NAMES = {
+    "UnitTokenizer": ".base",
+    "dedup": ".base",
+    "check_identity": ".base",
+    "save_tokenizer_files": ".base",
+    "read_config": ".base",
+    "load_tokenizer": ".base",
+    "NORMALIZATIONS": ".mfcc",
+    "MFCCTokenizer": ".mfcc",
+    "HubertTokenizer": ".hubert",
+}
+__all__ = list(_NAMES)
+__getattr__, __dir__ = lazy_exports(__name__, _NAMES)
