@@ -25,6 +25,8 @@ test-slow: setup
 lint: setup
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/check_layout.py src
 
 bench: setup
 	$(BIN)/python bench/run.py

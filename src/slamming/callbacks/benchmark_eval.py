@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from slamming.callbacks.budget import ComputeBudget
+from slamming.contracts import HFModelHolder, TokenizerRecord, require
 from slamming.data.benchmarks.readers import PairBenchmark, load_benchmarks
 from slamming.errors import SlammingError
 from slamming.eval.likelihood import pair_outcomes, score_units, summarize_pairs
@@ -78,7 +79,10 @@ class BenchmarkEvaluation(Callback):
 
     # -- preparation ------------------------------------------------------------------------------
     def _tokenizer_dir(self, pl_module: pl.LightningModule) -> Path:
-        found = self.tokenizer_path or getattr(pl_module, "tokenizer_dir", None)
+        if self.tokenizer_path:
+            return Path(self.tokenizer_path)
+        require(pl_module, TokenizerRecord, "BenchmarkEvaluation", "set the callback's tokenizer folder")
+        found = pl_module.tokenizer_dir
         if not found:
             raise SlammingError(
                 "BenchmarkEvaluation: the model records no tokeniser folder; set the callback's tokenizer "
@@ -90,7 +94,7 @@ class BenchmarkEvaluation(Callback):
         """Read the benchmarks and tokenise every file once (rank 0)."""
         started = time.perf_counter()
         tokenizer = load_tokenizer(self._tokenizer_dir(pl_module), device=pl_module.device)
-        expected = getattr(pl_module, "tokenizer_identity", None)
+        expected = pl_module.tokenizer_identity if isinstance(pl_module, TokenizerRecord) else None
         if expected:
             check_identity(
                 expected, tokenizer.identity, what="BenchmarkEvaluation's tokeniser (vs the model's)"
@@ -118,7 +122,7 @@ class BenchmarkEvaluation(Callback):
         if self._units is None:
             self._prepare(pl_module)
         assert self._units is not None
-        model = getattr(pl_module, "hf_model", None) or pl_module.model
+        model = pl_module.hf_model if isinstance(pl_module, HFModelHolder) else pl_module.model
         was_training = model.training
         model.eval()
         max_length = getattr(model.config, "max_position_embeddings", None)

@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from slamming.contracts import BudgetChild, ResizableSchedule, require
 from slamming.errors import SlammingError
 from slamming.models.checkpoint import budget_state, read_checkpoint
 
@@ -214,11 +215,8 @@ class ComputeBudget(Callback):
         self._start_step = trainer.global_step
         self._next_resize = trainer.global_step + self.measure_steps
         self._adopt_parent(pl_module)
-        if self.size_schedule and not callable(getattr(pl_module, "resize_schedule", None)):
-            raise SlammingError(
-                f"budget.size_schedule needs {type(pl_module).__name__}.resize_schedule(total_steps); "
-                "this module has none: set budget.size_schedule=false"
-            )
+        if self.size_schedule:
+            require(pl_module, ResizableSchedule, "budget.size_schedule", "set budget.size_schedule=false")
         if self._prior_gpu_hours >= self.limit_gpu_hours:
             rank_zero_warn(
                 f"Compute budget already spent at start ({self._prior_gpu_hours:.4f} of "
@@ -228,7 +226,7 @@ class ComputeBudget(Callback):
 
     def _adopt_parent(self, pl_module: pl.LightningModule) -> None:
         """Start from the parent stage's consumption (once; a resumed stage already holds it)."""
-        parent = getattr(pl_module, "parent_budget", None)
+        parent = pl_module.parent_budget if isinstance(pl_module, BudgetChild) else None
         if self._restored or parent is None or self.parent_gpu_hours is not None:
             return
         self.parent_gpu_hours = float(parent["gpu_hours"])

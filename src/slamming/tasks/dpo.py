@@ -29,6 +29,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
+from slamming.contracts import UnitData
 from slamming.errors import SlammingError
 from slamming.models.flops import count_params, transformer_flops_per_token
 from slamming.models.loading import load_unit_lm, resolve_newest, weights_fingerprint
@@ -262,12 +263,13 @@ class DPOAlignment(UnitLMStage):
 
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
-        data_identity = getattr(datamodule, "tokenizer", None)
+        data = datamodule if isinstance(datamodule, UnitData) else None
+        data_identity = data.tokenizer if data is not None else None
         if data_identity is not None and self.tokenizer_identity is not None:
             check_identity(
                 self.tokenizer_identity, data_identity, what="preference data (vs the model's tokeniser)"
             )
-        data_units = getattr(datamodule, "num_units", None)
+        data_units = data.num_units if data is not None else None
         if data_units is not None and data_units != self.num_units:
             raise SlammingError(
                 f"the preference data has K={data_units} units but the model reads K={self.num_units}"

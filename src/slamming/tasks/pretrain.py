@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
+from slamming.contracts import TokenizerFolder, UnitData
 from slamming.data.pretrain.packing import document_attention_mask
 from slamming.models.flops import count_params, transformer_flops_per_token
 from slamming.models.unit_lm import UnitLMBuilder
@@ -143,11 +144,11 @@ class NextUnitPretraining(UnitLMStage):
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        tokenizer_dir = getattr(datamodule, "tokenizer_dir", None)
+        tokenizer_dir = datamodule.tokenizer_dir if isinstance(datamodule, TokenizerFolder) else None
         if tokenizer_dir is not None and Path(tokenizer_dir).is_dir():
             # Recorded so that later stages (DPO, evaluation) tokenise new speech the same way.
             self.tokenizer_dir = str(Path(tokenizer_dir).resolve())
-        data_identity = getattr(datamodule, "tokenizer", None)
+        data_identity = datamodule.tokenizer if isinstance(datamodule, UnitData) else None
         if data_identity is None:
             return
         if self.tokenizer_identity is None:

@@ -33,6 +33,8 @@ class UnitLMStage(pl.LightningModule):
     model: torch.nn.Module
     tokenizer_identity: dict[str, Any] | None = None
     tokenizer_dir: str | None = None
+    #: The parent run's budget state (DPO after pretraining); None for a first stage.
+    parent_budget: dict[str, Any] | None = None
 
     @property
     def hf_model(self) -> torch.nn.Module:

@@ -16,6 +16,7 @@ from typing import Literal
 
 from lightning.pytorch.utilities import rank_zero_info
 
+from slamming.contracts import TokenizerRecord, require
 from slamming.data.preference.datamodule import PreferenceDataModule
 from slamming.data.preference.text import (
     TextTriple,
@@ -170,7 +171,11 @@ class SpokenPreferenceDataModule(PreferenceDataModule):
         if self.tokenizer_path is not None:
             return Path(self.tokenizer_path)
         module = self.trainer.lightning_module if self.trainer is not None else None
-        found = getattr(module, "tokenizer_dir", None)
+        if module is not None:
+            require(
+                module, TokenizerRecord, "data.tokenizer=null", "give data.tokenizer the tokeniser folder"
+            )
+        found = module.tokenizer_dir if module is not None else None
         if not found:
             raise SlammingError(
                 "data.tokenizer: the model records no tokeniser folder; give the folder of the tokeniser "
