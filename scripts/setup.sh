@@ -21,6 +21,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# The code uses Python 3.11 features (datetime.UTC); say so before installing anything into a venv.
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "setup: slamming needs Python >= 3.11; $PYTHON is $("$PYTHON" -V 2>&1). Set PYTHON=python3.11 (or newer) and rerun." >&2
+  exit 1
+fi
+
 stamp="$VENV/.slamming-installed"
 want=$(cat pyproject.toml requirements/lock.txt requirements/dev.txt | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
