@@ -3,7 +3,7 @@
 - :class:`ComputeBudget` (:mod:`.budget`): GPU-hour and token budgets that stop every rank together.
 - :class:`Throughput` (:mod:`.throughput`): tokens/s and MFU, and the summary line at the end of fit.
 - :class:`BenchmarkEvaluation` (:mod:`.benchmark_eval`): pair benchmarks scored during training.
-- :class:`UnitCorpusWriter` (:mod:`.unit_writer`): ``slamming predict`` extraction into a unit corpus.
+- :class:`ExtractionWriter` (:mod:`.extraction_writer`): ``slamming predict`` extraction into a unit corpus.
 """
 
 from slamming.exports import lazy_exports
@@ -12,7 +12,7 @@ _NAMES = {
     "ComputeBudget": ".budget",
     "Throughput": ".throughput",
     "BenchmarkEvaluation": ".benchmark_eval",
-    "UnitCorpusWriter": ".unit_writer",
+    "ExtractionWriter": ".extraction_writer",
 }
 __all__ = list(_NAMES)
 __getattr__, __dir__ = lazy_exports(__name__, _NAMES)

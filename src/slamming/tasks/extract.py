@@ -1,7 +1,7 @@
 """``UnitExtraction``: speech → units as a LightningModule, for ``slamming predict``.
 
 The tokeniser (MFCC or HuBERT + k-means, saved with its ``save``) runs in ``predict_step``; a
-:class:`~slamming.callbacks.unit_writer.UnitCorpusWriter` callback writes what each rank produced and
+:class:`~slamming.callbacks.extraction_writer.ExtractionWriter` callback writes what each rank produced and
 merges it into one unit corpus. Multi-GPU and multi-node extraction come from Lightning's
 strategies (``trainer.devices``, ``trainer.num_nodes``), not from scripts of ours.
 """

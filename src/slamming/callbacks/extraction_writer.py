@@ -1,4 +1,4 @@
-"""``UnitCorpusWriter``: write extracted units per rank, restartably, then merge them into one corpus.
+"""``ExtractionWriter``: write extracted units per rank, restartably, then merge them into one corpus.
 
 Every rank buffers the records of ``predict_step`` and writes them in small *parts* — each a complete
 unit corpus, written atomically by :class:`~slamming.data.corpus.writer.CorpusWriter` — under
@@ -32,7 +32,7 @@ def _records_of(part: UnitCorpus) -> list[dict[str, Any]]:
     return [json.loads(part.source(i)) for i in range(len(part))]
 
 
-class UnitCorpusWriter(BasePredictionWriter):
+class ExtractionWriter(BasePredictionWriter):
     """Prediction writer that turns ``UnitExtraction`` records into a unit corpus.
 
     Args:

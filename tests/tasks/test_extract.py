@@ -113,7 +113,7 @@ def test_killed_extraction_resumes_to_the_same_corpus(
     main(_args(audio_dir, tokenizer_dir, full))
     slow = [
         "--trainer.callbacks.init_args.part_size=1", "--data.init_args.batch_size=1",
-        "--trainer.callbacks+=tests.test_extract.SlowPredict",
+        "--trainer.callbacks+=tests.tasks.test_extract.SlowPredict",
     ]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "slamming.cli", *_args(audio_dir, tokenizer_dir, resumed, *slow)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
