@@ -18,7 +18,8 @@ import torch
 from slamming.data.corpus.format import UnitCorpus
 from slamming.data.corpus.writer import CorpusWriter
 from slamming.data.pretrain.packing import collate_packed
-from slamming.data.pretrain.windows import PackedWindowDataset, WindowSampler
+from slamming.data.pretrain.windows import PackedWindowDataset
+from slamming.data.sampling import ResumableSampler
 from slamming.vocab import IGNORE_INDEX, NUM_SPECIAL, PAD_ID
 
 #: Identity of the benchmark corpus's made-up tokeniser.
@@ -95,12 +96,12 @@ def packing_stats(
     """Count real ids and trained targets in the first ``num_batches`` training batches.
 
     The packed batches are exactly those the fit sees first: windows of epoch 0 in
-    :class:`WindowSampler` order, collated by :func:`collate_packed`. The padded baseline walks the
+    :class:`ResumableSampler` order, collated by :func:`collate_packed`. The padded baseline walks the
     same epoch plan's documents (``<S> u… <S>``, chunked to ``context + 1`` ids with the remainder
     kept, as slamkit does) and counts the grid of ``batch_size`` chunks × (longest − 1) inputs.
     """
     dataset = PackedWindowDataset([UnitCorpus(corpus_path)], context, None, seed, shuffle=True)
-    order = list(WindowSampler(dataset))
+    order = list(ResumableSampler(dataset))
     wanted = num_batches * batch_size
     if len(order) < wanted:
         raise ValueError(

@@ -128,7 +128,7 @@ def perf_log_section(result: dict[str, Any], rows: list[Row], json_path: Path | 
         f"batch {cfg['batch_size']}; AdamW lr {cfg['lr']}, cosine to {cfg['min_lr']}, clip 0.5.",
         f"- Data: {result['corpus']['documents']} synthetic deduplicated unit documents, lengths "
         f"{result['corpus']['min_len']}–{result['corpus']['max_len']} (Beta(2,2)), one corpus on disk; packed "
-        "windows (PackedWindowDataset + WindowSampler + collate_packed) on both sides.",
+        "windows (PackedWindowDataset + ResumableSampler + collate_packed) on both sides.",
         f"- Method: one process, interleaved ours/HF × {cfg['repeats']}, {cfg['warmup_steps']} warm-up + "
         f"{cfg['steps']} timed steps per run; timed span = end of the last warm-up step to the end of the last "
         "step, stamped by a callback on both sides; tokens = trained targets; median of per-pair ratios.",

@@ -2,7 +2,7 @@
 
 Both sides train the same model (built by :class:`slamming.models.unit_lm.UnitLMBuilder` from the
 same seed, so the initial weights are equal) on the same packed batches (the same corpus,
-:class:`PackedWindowDataset`, :class:`WindowSampler` order and :func:`collate_packed`), with the same
+:class:`PackedWindowDataset`, :class:`ResumableSampler` order and :func:`collate_packed`), with the same
 loss (:func:`next_unit_loss` over a forward with the 4-D document mask), the same AdamW parameter
 groups and hyper-parameters, the same warmup + cosine schedule and gradient clipping at 0.5.
 
@@ -36,7 +36,8 @@ from slamming.callbacks.throughput import Throughput
 from slamming.data.corpus.format import UnitCorpus
 from slamming.data.pretrain.datamodule import UnitDataModule
 from slamming.data.pretrain.packing import collate_packed, document_attention_mask
-from slamming.data.pretrain.windows import PackedWindowDataset, WindowSampler
+from slamming.data.pretrain.windows import PackedWindowDataset
+from slamming.data.sampling import ResumableSampler
 from slamming.models.unit_lm import UnitLMBuilder
 from slamming.tasks.losses import next_unit_loss
 from slamming.tasks.pretrain import NextUnitPretraining
@@ -272,8 +273,8 @@ def run_hf(cfg: BenchConfig, corpus: Path, workdir: Path) -> RunRecord:
     class PackedTrainer(Trainer):
         """HF Trainer fed by our sampler, computing our loss with our document mask."""
 
-        def _get_train_sampler(self, train_dataset: Any = None) -> WindowSampler:
-            return WindowSampler(train_dataset if train_dataset is not None else self.train_dataset)
+        def _get_train_sampler(self, train_dataset: Any = None) -> ResumableSampler:
+            return ResumableSampler(train_dataset if train_dataset is not None else self.train_dataset)
 
         def compute_loss(
             self,

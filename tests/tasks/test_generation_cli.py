@@ -18,7 +18,7 @@ import yaml
 
 from slamming.cli import main
 from slamming.data.audio.prompts import PromptDataModule
-from slamming.data.preference.text import auto_bleu
+from slamming.data.text.repetition import auto_bleu
 from slamming.errors import SlammingError
 from slamming.eval.generate import prompt_seed
 from slamming.eval.genppl import TextPerplexity, WhisperTranscriber

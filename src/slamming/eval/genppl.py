@@ -32,7 +32,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from slamming.data.preference.text import auto_bleu
+from slamming.data.text.repetition import auto_bleu
 from slamming.errors import SlammingError
 from slamming.speech.audio import resample
 
@@ -54,7 +54,7 @@ class UnitVocoder(Protocol):
 def unit_auto_bleu(units: Sequence[int] | np.ndarray, n: int = 2) -> float:
     """Auto-BLEU over the unit n-grams of one sequence (units as words).
 
-    The same measure as :func:`~slamming.data.preference.text.auto_bleu` over words: each unit is
+    The same measure as :func:`~slamming.data.text.repetition.auto_bleu` over words: each unit is
     written as a word (its decimal id), which that function's tokenisation keeps intact.
 
     Example:

@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from slamming.atomic import atomic_path
 from slamming.errors import SlammingError
 
 __all__ = ["KMeans"]
@@ -251,9 +252,8 @@ class KMeans:
         path.parent.mkdir(parents=True, exist_ok=True)
         header = {"format": _FORMAT, "k": str(self.k), "dim": str(self.dim), **(metadata or {})}
         # Write next to the target and rename, so a crash never leaves a half-written centroid file.
-        partial = path.with_name(path.name + ".partial")
-        save_file({_KEY: self.centroids.cpu().contiguous()}, str(partial), metadata=header)
-        os.replace(partial, path)
+        with atomic_path(path) as partial:
+            save_file({_KEY: self.centroids.cpu().contiguous()}, str(partial), metadata=header)
         return path
 
     @classmethod

@@ -34,7 +34,6 @@ durations become word times by :func:`word_timings`.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -46,7 +45,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from slamming.atomic import atomic_path
 from slamming.errors import SlammingError
+from slamming.hashing import sha256_file
 from slamming.speech.audio import resample
 from slamming.speech.piper_timing import sound_spans, text_words, word_timings
 from slamming.speech.tts import TTSEngine, WordTiming
@@ -81,11 +82,7 @@ def default_voice_path() -> Path:
 
 def voice_fingerprint(path: str | Path) -> str:
     """sha256 hex digest of a voice's ``.onnx`` file: names its patched copy and build caches."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
+    return sha256_file(path)
 
 
 def _speaker_names(config: dict[str, Any], stem: str) -> dict[str, int | None]:
@@ -224,9 +221,8 @@ class PiperEngine(TTSEngine):
                 f"the Piper voice {self.model_path.name} cannot be patched for word timings ({err})"
             ) from err
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.partial")
-        onnx.save(model, str(partial))
-        os.replace(partial, target)
+        with atomic_path(target) as partial:
+            onnx.save(model, str(partial))
         return target
 
     @property

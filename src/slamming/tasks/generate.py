@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from slamming.data.preference.text import auto_bleu
+from slamming.atomic import write_text_atomic
+from slamming.data.text.repetition import auto_bleu
 from slamming.errors import SlammingError
 from slamming.eval.generate import SamplingSettings, prompt_seed, sample_continuations
 from slamming.eval.genppl import TextPerplexity, UnitVocoder, WhisperTranscriber, genppl, unit_auto_bleu
@@ -48,10 +48,7 @@ METRICS = "metrics.json"
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _mean(values: list[float]) -> float | None:

@@ -14,8 +14,6 @@ one line saying which of the three differs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -27,7 +25,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from slamming.atomic import atomic_path
 from slamming.errors import SlammingError
+from slamming.hashing import settings_key
 from slamming.tasks.preference import concatenated_logprobs
 
 FORMAT = "slamming-reference-logps"
@@ -45,7 +45,7 @@ class ReferenceKey:
     @property
     def digest(self) -> str:
         """16 hex digits naming the key (the automatic cache file is named by it)."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        return settings_key(asdict(self))
 
 
 @dataclass
@@ -134,9 +134,8 @@ def save_reference(path: str | os.PathLike[str], key: ReferenceKey, logps: Refer
         "tokens": logps.tokens,
         "seconds": logps.seconds,
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -18,7 +18,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from slamming.cli import main
 from slamming.data.preference.corpus import PreferenceCorpus
 from slamming.data.preference.spoken import SpokenPreferenceDataModule
-from slamming.data.preference.text import auto_bleu, read_swag_csv, split_triples, story_triples
+from slamming.data.preference.text import read_swag_csv, split_triples, story_triples
+from slamming.data.text.repetition import auto_bleu
 from slamming.errors import SlammingError
 from slamming.models.loading import load_unit_lm
 from slamming.speech.tts import DEFAULT_VOICES

@@ -10,7 +10,6 @@ import pytest
 
 from slamming.data.preference.text import (
     TextTriple,
-    auto_bleu,
     filter_auto_bleu,
     read_swag_csv,
     read_triples_jsonl,
@@ -19,27 +18,13 @@ from slamming.data.preference.text import (
     triple_id,
     triples_hash,
 )
+from slamming.data.text.repetition import auto_bleu
 from slamming.data.text.stories import StoryGenerator, prefix_and_ending
 from slamming.errors import SlammingError
 
 
 def _triple(prompt: str, chosen: str, rejected: str = "something else") -> TextTriple:
     return TextTriple(prompt, chosen, rejected, triple_id(prompt, chosen, rejected))
-
-
-def test_auto_bleu_hand_examples() -> None:
-    # the cat | cat the | the cat: positions 0 and 2 repeat -> 2/3.
-    assert auto_bleu("the cat the cat") == pytest.approx(2 / 3)
-    # Case and punctuation do not make words differ.
-    assert auto_bleu("The cat, the CAT!") == pytest.approx(2 / 3)
-    # (a b) (b c) (c a) (a b): 2 of 4.
-    assert auto_bleu("a b c a b") == 0.5
-    assert auto_bleu("one two three four") == 0.0
-    # Fewer than two bigrams.
-    assert auto_bleu("hello there") == 0.0 and auto_bleu("") == 0.0
-    # Unigrams: "a" at 3 positions of 5 repeat, "b" at 2 -> 5/5; "c" alone -> 0 of it.
-    assert auto_bleu("a b a b a", n=1) == 1.0
-    assert auto_bleu("a b a c", n=1) == 0.5
 
 
 def test_filter_drops_repetitive_keeps_normal_and_boundary() -> None:
@@ -142,7 +127,8 @@ def test_read_swag_csv(tmp_path: Path) -> None:
     rejected = {read_swag_csv(path, seed=s)[0][0].rejected for s in range(12)}
     assert len(rejected) > 1  # the seed does choose among the wrong endings
     gold, gold_report = read_swag_csv(path, gold_only=True)
-    assert gold == triples[:1] and gold_report.skipped["not gold"] == [3]
+    assert gold == triples[:1] and gold_report.skipped_lines["not gold"] == [3]
+    assert gold_report.skipped["not gold"] == 1 and gold_report.first["not gold"] == f"{path}:3"
 
 
 def test_read_swag_csv_errors(tmp_path: Path) -> None:

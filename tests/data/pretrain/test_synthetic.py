@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 
 from slamming.cli import main
@@ -16,7 +15,7 @@ from slamming.data.pretrain.synthetic import SyntheticSpeechDataModule
 from slamming.data.text.reader import split_texts, text_id
 from slamming.data.text.stories import StoryGenerator
 from slamming.errors import SlammingError
-from slamming.speech.tts import DEFAULT_VOICES, EspeakEngine, plan_jobs
+from slamming.speech.tts import DEFAULT_VOICES
 from tests.conftest import speech_fit_config
 
 
@@ -113,21 +112,6 @@ def test_text_files_that_all_fall_into_validation_are_refused(tmp_path: Path) ->
         )
     with pytest.raises(SlammingError, match="missing.txt does not exist"):
         SyntheticSpeechDataModule(cache_dir=str(tmp_path), text_files=[str(tmp_path / "missing.txt")])
-
-
-def test_build_progress_bars_name_their_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    dm = SyntheticSpeechDataModule(
-        cache_dir=str(tmp_path), num_train_stories=2, num_val_stories=0, progress=True
-    )
-    engine = EspeakEngine(voices=["en-us"])
-    jobs = plan_jobs(["One short line.", "Another one.", "And a third."], engine, seed=0)
-    stream = dm._speak(engine, jobs, "Speaking train texts")
-    first, words = next(stream)
-    stream.close()  # closing early stops the synthesis stream and the bar
-    assert first.dtype == torch.float32 and first.numel() > 0
-    assert words is None  # espeak-ng gives no word timings
-    err = capsys.readouterr().err
-    assert "Speaking train texts" in err and "/3" in err and "Synthesising speech" not in err
 
 
 def test_espeak_build_keeps_its_cache_key_and_stores_no_words(tmp_path: Path) -> None:

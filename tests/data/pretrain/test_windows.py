@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from slamming.data.corpus.format import UnitCorpus
-from slamming.data.pretrain.windows import EpochPlan, PackedWindowDataset, WindowSampler
+from slamming.data.pretrain.windows import EpochPlan, PackedWindowDataset
+from slamming.data.sampling import ResumableSampler
 from tests.conftest import markov_documents, write_corpus
 
 
@@ -38,16 +39,16 @@ def test_mixture_weights_set_token_shares(tmp_path: Path) -> None:
 def test_sampler_shards_disjointly_and_resumes_from_cursor(tmp_path: Path) -> None:
     ds = PackedWindowDataset([_corpus(tmp_path, "a", 200, 3)], context_length=32, seed=5)
     n = len(ds)
-    r0, r1 = list(WindowSampler(ds, 2, 0)), list(WindowSampler(ds, 2, 1))
+    r0, r1 = list(ResumableSampler(ds, 2, 0)), list(ResumableSampler(ds, 2, 1))
     assert len(r0) == len(r1) == n // 2
     assert not {k for _, k in r0} & {k for _, k in r1}
     assert {k for _, k in r0} | {k for _, k in r1} == set(range(n // 2 * 2))
     # A sampler resumed with a cursor yields exactly what remained of the uninterrupted order.
-    full = list(WindowSampler(ds, 1, 0))
-    resumed = WindowSampler(ds, 1, 0, cursor=10)
+    full = list(ResumableSampler(ds, 1, 0))
+    resumed = ResumableSampler(ds, 1, 0, cursor=10)
     assert list(resumed) == full[10:] and len(resumed) == n - 10
     # Past the end of an epoch, the cursor moves into the next one with a new document order.
-    nxt = WindowSampler(ds, 1, 0, cursor=n + 3)
+    nxt = ResumableSampler(ds, 1, 0, cursor=n + 3)
     items = list(nxt)
     assert items[0] == (1, 3) and len(items) == n - 3
     assert not np.array_equal(ds[(0, 3)][0], ds[(1, 3)][0])

@@ -20,6 +20,7 @@ from slamming.speech.hubert import HubertFeatures
 from slamming.speech.kmeans import KMeans
 from slamming.speech.kmeans_import import load_kmeans
 from slamming.speech.tokenizers import HubertTokenizer, MFCCTokenizer
+from slamming.speech.tokenizers.base import CONFIG_FILE
 
 
 def sample_audio(
@@ -40,6 +41,16 @@ def sample_audio(
     return wavs, bad
 
 
+def _check_out(out: str, overwrite: bool) -> None:
+    """Refuse an ``out`` that holds a tokeniser before any work, not after minutes of fitting."""
+    config = Path(out) / CONFIG_FILE
+    if config.exists() and not overwrite:
+        raise SlammingError(
+            f"{config} already exists; pass overwrite=True (--overwrite on the command line) to replace "
+            "it, or choose another directory"
+        )
+
+
 def fit_tokenizer(
     kind: str,
     manifest: str,
@@ -52,6 +63,7 @@ def fit_tokenizer(
     seed: int = 0,
     device: str = "cpu",
     minibatch: int | None = None,
+    overwrite: bool = False,
     **mfcc: Any,
 ) -> dict[str, Any]:
     """Fit a tokeniser's k-means on speech from ``manifest`` and save it to ``out``; returns its identity.
@@ -59,7 +71,7 @@ def fit_tokenizer(
     Args:
         kind: ``mfcc`` (no model needed) or ``hubert`` (``model``: a HuBERT folder or hub id).
         manifest: audio folder or manifest (see :func:`slamming.data.audio.manifest.read_manifest`).
-        out: folder to save the tokeniser to (refused if it already holds one).
+        out: folder to save the tokeniser to (refused if it already holds one, unless ``overwrite``).
         k: number of units.
         layer: HuBERT layer whose features are clustered.
         max_files: files read (a seeded sample when the manifest is larger).
@@ -68,8 +80,10 @@ def fit_tokenizer(
         device: where features and k-means are computed.
         minibatch: HuBERT only: fit with mini-batch k-means of this batch size (200 steps) instead of
             full-batch Lloyd iterations.
+        overwrite: replace a tokeniser already saved in ``out``.
         **mfcc: extra ``MFCCTokenizer`` settings (``segment``, ``frame_rate``, ...).
     """
+    _check_out(out, overwrite)
     wavs, bad = sample_audio(manifest, max_files, seed)
     if kind == "mfcc":
         tokenizer = MFCCTokenizer(k=k, **mfcc).fit(wavs, seed=seed, max_vectors=max_vectors)
@@ -88,15 +102,25 @@ def fit_tokenizer(
         tokenizer = HubertTokenizer(model, layer=layer, kmeans=kmeans, device=device)
     else:
         raise SlammingError(f"tokenizer kind must be 'mfcc' or 'hubert', got {kind!r}")
-    tokenizer.save(Path(out))
+    tokenizer.save(Path(out), overwrite=overwrite)
     return {"identity": tokenizer.identity, "files": len(wavs), "bad_files": bad}
 
 
 def tokenizer_from_kmeans(
-    model: str, kmeans: str, out: str, layer: int = 11, trust_pickle: bool = False, device: str = "cpu"
+    model: str,
+    kmeans: str,
+    out: str,
+    layer: int = 11,
+    trust_pickle: bool = False,
+    device: str = "cpu",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Save a HuBERT tokeniser made of ``model`` and a community k-means file (e.g. ``…_km500.bin``)."""
+    """Save a HuBERT tokeniser made of ``model`` and a community k-means file (e.g. ``…_km500.bin``).
+
+    ``out`` is refused if it already holds a tokeniser, unless ``overwrite``.
+    """
+    _check_out(out, overwrite)
     centroids = load_kmeans(kmeans, trust_pickle=trust_pickle, device=device)
     tokenizer = HubertTokenizer(model, layer=layer, kmeans=centroids, device=device)
-    tokenizer.save(Path(out))
+    tokenizer.save(Path(out), overwrite=overwrite)
     return {"identity": tokenizer.identity}

@@ -7,8 +7,6 @@ own tokeniser and scores it, so this module needs to know nothing about the mode
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from slamming.data.benchmarks.readers import Pair, PairBenchmark, load_benchmarks
 from slamming.errors import SlammingError
+from slamming.hashing import settings_key
 from slamming.speech.audio import read_audio
 
 log = logging.getLogger(__name__)
@@ -180,7 +179,8 @@ class EmbeddedBenchmarkDataModule(PairBenchmarkDataModule):
         from slamming.speech.tts import DEFAULT_VOICES
 
         voices = list(voices) if voices else list(DEFAULT_VOICES)
-        name = hashlib.sha256(json.dumps([num_pairs, voices, seed]).encode()).hexdigest()[:12]
+        # A list (no keys to sort): the same bytes as the json.dumps of the folders built before.
+        name = settings_key([num_pairs, voices, seed], length=12)
         self.build_dir = Path(cache_dir) / f"n{num_pairs}-seed{seed}-{name}"
         summary = build_embedded_benchmarks(
             self.build_dir,

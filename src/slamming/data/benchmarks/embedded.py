@@ -25,7 +25,6 @@ built in about 3 minutes on 2 CPU cores (measured 2026-11-29).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 import shutil
@@ -37,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
-from tqdm.auto import tqdm
 
+from slamming.atomic import atomic_build
 from slamming.data.benchmarks.embedded_pairs import (
     BENCHMARKS,
     TextPair,
@@ -48,10 +47,11 @@ from slamming.data.benchmarks.embedded_pairs import (
     syntactic_pairs,
     topic_cloze_pairs,
 )
-from slamming.data.corpus.build import atomic_build
 from slamming.errors import SlammingError
+from slamming.hashing import settings_key
 from slamming.speech.audio import write_wav
-from slamming.speech.tts import DEFAULT_VOICES, EspeakEngine, plan_jobs, synthesize_many
+from slamming.speech.speak import speak_groups
+from slamming.speech.tts import DEFAULT_VOICES, EspeakEngine, plan_jobs
 
 __all__ = [
     "BENCHMARKS",
@@ -143,7 +143,7 @@ def build_embedded_benchmarks(
         "sample_rate": SAMPLE_RATE,
         "espeak": _espeak_version(),
     }
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    key = settings_key(settings)
     reused = _reusable(out_dir, key)
     if reused is not None:
         return reused
@@ -222,24 +222,21 @@ def _speak(
         for pair in pairs:
             texts.write(json.dumps(dataclasses.asdict(pair)) + "\n")
     samples = 0
-    waves = synthesize_many(engine, jobs, workers=workers, progress=False)
+    stream = speak_groups(
+        engine, jobs, desc=f"Speaking {name}", group=2, unit="pair", workers=workers, progress=progress
+    )
     try:
-        with (
-            (folder / "manifest.jsonl").open("w", encoding="utf-8") as manifest,
-            tqdm(total=len(rows), desc=f"Speaking {name}", unit="pair", disable=not progress) as bar,
-        ):
-            for pair, voice in rows:
+        with (folder / "manifest.jsonl").open("w", encoding="utf-8") as manifest:
+            for (pair, voice), spoken in zip(rows, stream, strict=True):
                 entry = {"id": pair.id, "group": pair.group, "voice": voice}
-                for side in ("positive", "negative"):
-                    wav = next(waves)
+                for side, said in zip(("positive", "negative"), spoken, strict=True):
                     relative = f"wav/{voice_dirs[voice]}/{pair.id}_{side[:3]}.wav"
-                    write_wav(folder / relative, wav, SAMPLE_RATE)
-                    samples += wav.shape[-1]
+                    write_wav(folder / relative, said.wav, SAMPLE_RATE)
+                    samples += said.wav.shape[-1]
                     entry[side] = relative
                 manifest.write(json.dumps(entry) + "\n")
-                bar.update(1)
     finally:
-        waves.close()
+        stream.close()
     return {
         "pairs": len(pairs),
         "rows": len(rows),

@@ -3,7 +3,7 @@
 - :mod:`.format`: the format's constants, :class:`UnitCorpus` (open, verify, read) and ``summarize``.
 - :mod:`.writer`: :class:`CorpusWriter`, streaming documents into a new corpus atomically.
 - :mod:`.slamkit`: import and export of the authors' (slamkit) features/tokens jsonl files.
-- :mod:`.build`: ``atomic_build``, building any data folder under ``.partial`` and renaming it.
+- ``atomic_build`` (from :mod:`slamming.atomic`): building any data folder under ``.partial`` and renaming it.
 """
 
 from slamming.exports import lazy_exports
@@ -19,7 +19,7 @@ _NAMES = {
     "import_tokens_jsonl": ".slamkit",
     "export_features_jsonl": ".slamkit",
     "export_tokens_jsonl": ".slamkit",
-    "atomic_build": ".build",
+    "atomic_build": "slamming.atomic",
 }
 __all__ = list(_NAMES)
 __getattr__, __dir__ = lazy_exports(__name__, _NAMES)

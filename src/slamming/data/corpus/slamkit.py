@@ -20,17 +20,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from slamming.atomic import atomic_path
 from slamming.data.corpus.format import UnitCorpus
 from slamming.data.corpus.writer import CorpusWriter
 from slamming.errors import CorpusError, SlammingError
+from slamming.skips import SkipReport
 
 MAX_EXAMPLES = 10
 BAD_JSON = "bad JSON"
@@ -61,8 +62,8 @@ class _Skip(Exception):
 
 
 @dataclass
-class ImportReport:
-    """What an import read, wrote and skipped.
+class ImportReport(SkipReport):
+    """What an import read, wrote and skipped (a :class:`~slamming.skips.SkipReport`).
 
     Attributes:
         src: The input file.
@@ -75,26 +76,13 @@ class ImportReport:
         first: Where each problem kind first occurred, as ``"file:line"``.
     """
 
+    max_examples: ClassVar[int] = MAX_EXAMPLES
+
     src: Path
     dst: Path
     lines: int = 0
     documents: int = 0
     tokens: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    examples: list[str] = field(default_factory=list)
-    first: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def num_skipped(self) -> int:
-        """Lines skipped, all kinds together."""
-        return sum(self.skipped.values())
-
-    def skip(self, line: int, kind: str, detail: str) -> None:
-        """Count one skipped line of ``kind`` at ``line`` (1-based)."""
-        self.skipped[kind] = self.skipped.get(kind, 0) + 1
-        self.first.setdefault(kind, f"{self.src}:{line}")
-        if len(self.examples) < MAX_EXAMPLES:
-            self.examples.append(f"{self.src}:{line}: {kind}: {detail}")
 
     def summary(self) -> str:
         """A header line, then one line per problem kind (count and first location)."""
@@ -185,12 +173,12 @@ def _import(
         for number, line in enumerate(lines, start=1):
             report.lines += 1
             if not line.strip():
-                report.skip(number, BLANK, "no JSON on this line")
+                report.skip(report.src, number, BLANK, "no JSON on this line")
                 continue
             try:
                 obj = json.loads(line)
             except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-                report.skip(number, BAD_JSON, str(e))
+                report.skip(report.src, number, BAD_JSON, str(e))
                 continue
             try:
                 if not isinstance(obj, dict):
@@ -198,7 +186,7 @@ def _import(
                 units, durations, source = parse(obj, num_units)
                 writer.add(units, durations=durations, source=source)
             except _Skip as e:
-                report.skip(number, e.kind, e.detail)
+                report.skip(report.src, number, e.kind, e.detail)
                 continue
             report.documents += 1
             report.tokens += int(units.size)
@@ -277,10 +265,10 @@ def _export(
         raise SlammingError(f"{dst} is a directory; give the path of the .jsonl file to write")
     if (dst.exists() or dst.is_symlink()) and not overwrite:
         raise SlammingError(
-            f"{dst} already exists; pass overwrite=True to replace it, or choose another path"
+            f"{dst} already exists; pass overwrite=True (--overwrite on the command line) to replace "
+            "it, or choose another path"
         )
-    tmp = dst.parent / f".{dst.name}.tmp-{secrets.token_hex(4)}"
-    try:
+    with atomic_path(dst) as tmp:  # a partial export never takes the destination's name
         with open(tmp, "w", encoding="utf-8") as f:
             for i in range(len(corpus)):
                 source = corpus.source(i)
@@ -294,9 +282,6 @@ def _export(
                 )
                 # json.dumps defaults (", " and ": ", ASCII escapes) are what slamkit's files use.
                 f.write(json.dumps(line(corpus, i, name)) + "\n")
-        os.replace(tmp, dst)  # a partial export never takes the destination's name
-    finally:
-        tmp.unlink(missing_ok=True)
     return len(corpus)
 
 
@@ -333,7 +318,8 @@ def export_features_jsonl(
     corpus = UnitCorpus(corpus_path)
     if not corpus.meta.get("has_durations"):
         raise CorpusError(
-            f"corpus {corpus.path} has no durations, which features.jsonl needs; use export_tokens_jsonl"
+            f"corpus {corpus.path} has no durations, which features.jsonl needs; use export_tokens_jsonl "
+            "(on the command line: `slamming corpus export-tokens`) to write tokens.jsonl instead"
         )
     return _export(corpus_path, dst, overwrite, _features_line)
 

@@ -17,11 +17,11 @@ import shutil
 from array import array
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from slamming.atomic import StagedWriter, check_replaceable, temporary_sibling
 from slamming.data.corpus.format import (
     DEFAULT_SHARD_TOKENS,
     DURATION_DTYPE,
@@ -87,20 +87,7 @@ def _word_line(words: Any, where: str) -> str:
     return json.dumps(rows, ensure_ascii=False)
 
 
-def _check_target(path: Path, overwrite: bool) -> None:
-    """Refuse to replace anything but an existing corpus, and that only when asked."""
-    if not path.exists() and not path.is_symlink():
-        return
-    if not overwrite:
-        raise CorpusError(f"{path} already exists; pass overwrite=True to replace it, or choose another path")
-    if not (path.is_dir() and (path / "meta.json").is_file()):
-        raise CorpusError(
-            f"{path} exists but is not a slamming corpus (no meta.json); even with overwrite=True it is "
-            "not replaced: remove it yourself or choose another path"
-        )
-
-
-class CorpusWriter:
+class CorpusWriter(StagedWriter):
     """Stream documents into a new corpus directory, atomically.
 
     Everything is written into a hidden sibling directory that is renamed to ``path`` by
@@ -147,13 +134,15 @@ class CorpusWriter:
             raise CorpusError(f"tokenizer k={tokenizer['k']} but num_units={num_units}; they must agree")
         if shard_tokens < 1:
             raise CorpusError(f"shard_tokens must be >= 1, got {shard_tokens}")
-        _check_target(self.path, overwrite)
+        check_replaceable(
+            self.path, overwrite, marker="meta.json", kind="a slamming corpus", error=CorpusError
+        )
         self.tokenizer, self.num_units, self.overwrite = dict(tokenizer), num_units, overwrite
         self.shard_tokens = int(shard_tokens)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # A sibling on the same file system, so the final rename is atomic; os.mkdir (unlike
         # tempfile.mkdtemp, which makes 0700 directories) keeps the user's umask permissions.
-        self._tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        self._tmp = temporary_sibling(self.path)
         os.mkdir(self._tmp)
         self._offsets = array("q", [0])  # grows in place: no quadratic re-concatenation
         self._shards: list[dict[str, Any]] = []
@@ -325,7 +314,9 @@ class CorpusWriter:
             (self._tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             # Checked again: the target may have appeared while we wrote, and renaming a directory
             # onto an empty one would silently succeed on POSIX.
-            _check_target(self.path, self.overwrite)
+            check_replaceable(
+                self.path, self.overwrite, marker="meta.json", kind="a slamming corpus", error=CorpusError
+            )
             if self.path.exists():
                 # A directory cannot be renamed onto a non-empty one: move the old corpus aside first,
                 # so the path holds the old or the new corpus, never a mix.
@@ -349,12 +340,3 @@ class CorpusWriter:
                     file.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._closed = True
-
-    def __enter__(self) -> CorpusWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

@@ -23,14 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from slamming.atomic import StagedWriter, temporary_sibling
 from slamming.data.corpus.format import UnitCorpus
 from slamming.data.corpus.writer import CorpusWriter
 from slamming.errors import CorpusError
@@ -46,7 +45,7 @@ def _meta_sha256(path: Path) -> str:
     return hashlib.sha256((path / "meta.json").read_bytes()).hexdigest()
 
 
-class PreferenceCorpusWriter:
+class PreferenceCorpusWriter(StagedWriter):
     """Write a preference corpus, atomically (a hidden sibling renamed into place by :meth:`close`).
 
     Args:
@@ -70,7 +69,7 @@ class PreferenceCorpusWriter:
         if self.path.exists() or self.path.is_symlink():
             raise CorpusError(f"{self.path} already exists; choose another path or remove it yourself")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        self._tmp = temporary_sibling(self.path)
         os.mkdir(self._tmp)
         self.tokenizer, self.num_units = dict(tokenizer), int(num_units)
         self.info = dict(info or {})
@@ -166,15 +165,6 @@ class PreferenceCorpusWriter:
             writer.abort()
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._closed = True
-
-    def __enter__(self) -> PreferenceCorpusWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 class PreferenceCorpus:

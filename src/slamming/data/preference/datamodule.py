@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -24,8 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from slamming.data.preference.corpus import PreferenceCorpus
 from slamming.data.preference.sources import JsonlPreferences, PreferenceSource, existing_source, open_source
-from slamming.data.pretrain.datamodule import path_list
-from slamming.data.pretrain.windows import WindowSampler
+from slamming.data.sampling.resumable import ResumableDataModule, path_list
 from slamming.errors import CorpusError, SlammingError
 from slamming.speech.tokenizers import check_identity
 from slamming.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID, UNIT_OFFSET
@@ -93,7 +91,8 @@ def collate_preferences(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 class PreferenceDataset(Dataset):
     """Examples of one split: its sources concatenated; an example's ``index`` is its split position.
 
-    Items are either a split position (``int``) or ``(epoch, k)`` from a :class:`WindowSampler`,
+    Items are either a split position (``int``) or ``(epoch, k)`` from a
+    :class:`~slamming.data.sampling.resumable.ResumableSampler`,
     which with ``shuffle`` maps to the ``k``-th position of epoch ``epoch``'s seeded permutation (so
     workers holding a copy of the dataset agree on the order).
     """
@@ -146,7 +145,7 @@ class PreferenceDataset(Dataset):
         )
 
 
-class PreferenceDataModule(pl.LightningDataModule):
+class PreferenceDataModule(ResumableDataModule):
     """Batches of preference triples for DPO, in a seeded, rank-sharded, resumable order.
 
     Training order: a permutation of all training triples per epoch, from ``(seed, epoch)``; rank
@@ -170,6 +169,9 @@ class PreferenceDataModule(pl.LightningDataModule):
         verify_checksums: Recompute every corpus file's sha256 when a split is first opened.
         pin_memory: Pin batches for faster host-to-GPU copies (only when training on CUDA).
     """
+
+    collate = collate_preferences
+    batch_key = "index"
 
     def __init__(
         self,
@@ -204,17 +206,11 @@ class PreferenceDataModule(pl.LightningDataModule):
         self._identity: dict[str, Any] | None = None
         self._identity_read = False
         self._sets: dict[str, PreferenceDataset] = {}
-        self._cursor = 0
         self._resumed_triples: int | None = None
-        self._sampler: WindowSampler | None = None
         if self._ready_to_open():
             self._read_identity()
 
     # -- sources -------------------------------------------------------------------------------------
-    def _ready_to_open(self) -> bool:
-        """Whether the sources exist at construction time (subclasses build them in prepare_data)."""
-        return True
-
     def _read_identity(self) -> None:
         """Check that every source exists and that all share K and the tokeniser (cheap: no data read)."""
         first: PreferenceCorpus | None = None
@@ -301,30 +297,9 @@ class PreferenceDataModule(pl.LightningDataModule):
         if self.val_paths and stage in (None, "fit", "validate"):
             self._split("val")
 
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
-
-    def _on_gpu(self) -> bool:
-        trainer = self.trainer
-        return trainer is not None and trainer.strategy.root_device.type == "cuda"
-
-    def _loader(self, dataset: PreferenceDataset, sampler: Any, batch_size: int) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            collate_fn=collate_preferences,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and self._on_gpu(),
-            persistent_workers=False,
-        )
-
     def train_dataloader(self) -> DataLoader:
         dataset = self._split("train")
-        rank, world = self._rank_world()
+        _, world = self._rank_world()
         if self._resumed_triples is not None and self._resumed_triples != len(dataset):
             rank_zero_info(
                 f"the checkpoint's training data had {self._resumed_triples} triples, now {len(dataset)}: "
@@ -337,32 +312,17 @@ class PreferenceDataModule(pl.LightningDataModule):
                 f"{self.train_paths}: {len(dataset)} training triples for {world} ranks; "
                 "add data or use fewer devices"
             )
-        # WindowSampler needs only len(dataset); its (epoch, k) items are what PreferenceDataset takes.
-        sampler = WindowSampler(dataset, num_replicas=world, rank=rank, cursor=self._cursor)  # type: ignore[arg-type]
-        self._sampler = sampler
-        return self._loader(dataset, sampler, self.batch_size)
+        # The sampler's (epoch, k) items are what PreferenceDataset takes.
+        return self._train_loader(dataset)
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_paths:
             return []
-        dataset = self._split("val")
-        rank, world = self._rank_world()
-        sampler = WindowSampler(dataset, num_replicas=world, rank=rank)  # type: ignore[arg-type]
-        return self._loader(dataset, sampler, self.batch_size)
+        return self._val_loader(self._split("val"))
 
     def reference_loader(self, split: str, batch_size: int) -> DataLoader:
         """Every triple of ``split`` in order, unsharded (for precomputing reference log-probs)."""
         return self._loader(self._split(split), None, int(batch_size))
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        # Called once per batch the training loop actually consumes (prefetched batches are not
-        # transferred yet), so the cursor counts exactly what training has seen.
-        trainer = self.trainer
-        if trainer is not None and trainer.training and self._sampler is not None:
-            n = int(batch["index"].shape[0])
-            self._cursor += n
-            self._sampler.advance(n)
-        return batch
 
     def state_dict(self) -> dict[str, Any]:
         triples = len(self._sets["train"]) if "train" in self._sets else None

@@ -10,7 +10,7 @@ exceeds 0.3 dropped (reference/slam-recipe.md §1.5). This module holds the text
   :class:`TripleReport`, never a traceback.
 - :func:`story_triples` makes triples offline from the embedded story generator (true ending vs
   another story's ending), so the tiny pipeline needs no download.
-- :func:`auto_bleu` / :func:`filter_auto_bleu` are the repetition filter; :func:`split_triples` is a
+- :func:`filter_auto_bleu` is the repetition filter (auto-BLEU, :mod:`slamming.data.text.repetition`); :func:`split_triples` is a
   deterministic train/validation split for file sources.
 
 :mod:`slamming.data.preference.tts` turns the triples into spoken unit triples.
@@ -21,21 +21,22 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import random
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slamming.data.text.reader import split_by_hash
+from slamming.data.text.reader import content_hash, split_by_hash
+from slamming.data.text.repetition import auto_bleu
 from slamming.data.text.stories import StoryGenerator, prefix_and_ending
 from slamming.errors import SlammingError
+from slamming.skips import SkipReport
 
 __all__ = [
     "SWAG_COLUMNS",
     "TextTriple",
     "TripleReport",
-    "auto_bleu",
     "filter_auto_bleu",
     "read_swag_csv",
     "read_triples_jsonl",
@@ -49,7 +50,6 @@ __all__ = [
 SWAG_COLUMNS: tuple[str, ...] = ("sent1", "sent2", "ending0", "ending1", "ending2", "ending3", "label")
 _ENDINGS = ("ending0", "ending1", "ending2", "ending3")
 # Everything that is neither a word character nor whitespace; deleted, so "don't" reads "dont".
-_PUNCTUATION = re.compile(r"[^\w\s]+")
 # How many line numbers a summary lists per reason before it says "and N more".
 _SHOWN_LINES = 5
 
@@ -84,90 +84,44 @@ def _make(prompt: str, chosen: str, rejected: str) -> TextTriple:
 def triples_hash(triples: Iterable[TextTriple]) -> str:
     """sha256 (hex) over the triples' texts in order, for cache keys; lengths are prefixed so the
     boundaries between texts count."""
-    digest = hashlib.sha256()
-    for triple in triples:
-        for text in (triple.prompt, triple.chosen, triple.rejected):
-            data = text.encode("utf-8")
-            digest.update(len(data).to_bytes(8, "little"))
-            digest.update(data)
-    return digest.hexdigest()
+    return content_hash(text for t in triples for text in (t.prompt, t.chosen, t.rejected))
 
 
 @dataclass
-class TripleReport:
-    """What reading a triple file kept and skipped.
+class TripleReport(SkipReport):
+    """What reading a triple file kept and skipped (a :class:`~slamming.skips.SkipReport`).
 
     Attributes:
         path: the file read.
         lines: non-blank lines (jsonl) or data rows (CSV) seen.
         triples: triples kept.
-        skipped: per reason, the line numbers (1-based, in the file) of the skipped lines.
+        skipped: lines skipped per reason.
+        skipped_lines: per reason, the line numbers (1-based, in the file) of the skipped lines.
         unit: what :attr:`lines` counts, ``"lines"`` or ``"rows"``.
     """
 
     path: str
     lines: int = 0
     triples: int = 0
-    skipped: dict[str, list[int]] = field(default_factory=dict)
+    skipped_lines: dict[str, list[int]] = field(default_factory=dict)
     unit: str = "lines"
 
-    def skip(self, reason: str, line: int) -> None:
-        """Count one skipped line under ``reason``."""
-        self.skipped.setdefault(reason, []).append(line)
-
-    @property
-    def num_skipped(self) -> int:
-        """Lines skipped for any reason."""
-        return sum(len(lines) for lines in self.skipped.values())
+    def skip(self, file: str | os.PathLike[str], line: int, reason: str, detail: str = "") -> None:
+        """Count one skipped ``line`` under ``reason`` and remember its number."""
+        super().skip(file, line, reason, detail)
+        self.skipped_lines.setdefault(reason, []).append(line)
 
     def summary(self) -> str:
         """One line, e.g. ``x.jsonl: 10 lines, 8 triples, skipped 2 (1 empty side: line 3; ...)``."""
         head = f"{self.path}: {self.lines} {self.unit}, {self.triples} triples, skipped {self.num_skipped}"
-        if not self.skipped:
+        if not self.skipped_lines:
             return head
         parts = []
-        for reason, lines in self.skipped.items():
+        for reason, lines in self.skipped_lines.items():
             shown = ", ".join(str(n) for n in lines[:_SHOWN_LINES])
             more = f" and {len(lines) - _SHOWN_LINES} more" if len(lines) > _SHOWN_LINES else ""
             parts.append(f"{len(lines)} {reason}: line{'s' if len(lines) > 1 else ''} {shown}{more}")
         return f"{head} ({'; '.join(parts)})"
-
-
-def _words(text: str) -> list[str]:
-    return _PUNCTUATION.sub("", text.lower()).split()
-
-
-def auto_bleu(text: str, n: int = 2) -> float:
-    """Auto-BLEU (Lin et al.): the share of word n-gram positions whose n-gram recurs in the text.
-
-    Words are the lower-cased, punctuation-stripped, whitespace-separated tokens. Position ``i``
-    counts when the n-gram starting there also starts at some other position ``j != i``; the score
-    is the count divided by the number of n-grams. It measures self-repetition: 0 for text that never
-    repeats a bigram, near 1 for a loop.
-
-    Example:
-        ``"The cat, the cat!"`` → words ``the cat the cat`` → bigrams ``(the cat)``, ``(cat the)``,
-        ``(the cat)``. Positions 0 and 2 share ``(the cat)``; ``(cat the)`` occurs once. Score 2/3.
-        ``"a b c a b"`` → ``(a b) (b c) (c a) (a b)`` → 2 repeated positions of 4 = 0.5.
-
-    Args:
-        text: any text.
-        n: n-gram order (2 in the Slam paper).
-
-    Returns:
-        A fraction in [0, 1]; 0.0 when the text has fewer than two n-grams.
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    words = _words(text)
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    if len(grams) < 2:
-        return 0.0
-    counts: dict[tuple[str, ...], int] = {}
-    for gram in grams:
-        counts[gram] = counts.get(gram, 0) + 1
-    # A position repeats iff its n-gram occurs more than once; counting this way is O(len).
-    return sum(1 for gram in grams if counts[gram] > 1) / len(grams)
 
 
 def filter_auto_bleu(
@@ -222,19 +176,19 @@ def read_triples_jsonl(
             try:
                 row = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError:
-                report.skip("not UTF-8", number)
+                report.skip(path, number, "not UTF-8")
                 continue
             except json.JSONDecodeError:
-                report.skip("malformed JSON", number)
+                report.skip(path, number, "malformed JSON")
                 continue
             if not isinstance(row, dict):
-                report.skip("not a JSON object", number)
+                report.skip(path, number, "not a JSON object")
             elif any(key not in row for key in keys):
-                report.skip("missing key", number)
+                report.skip(path, number, "missing key")
             elif any(not isinstance(row[key], str) for key in keys):
-                report.skip("non-string value", number)
+                report.skip(path, number, "non-string value")
             elif any(not row[key].strip() for key in keys):
-                report.skip("empty side", number)
+                report.skip(path, number, "empty side")
             else:
                 triples.append(_make(*(row[key].strip() for key in keys)))
     report.triples = len(triples)
@@ -288,7 +242,7 @@ def read_swag_csv(
             line = reader.line_num
             reason, triple = _swag_row(row, seed, gold_only)
             if triple is None:
-                report.skip(reason, line)
+                report.skip(path, line, reason)
             else:
                 triples.append(triple)
     report.triples = len(triples)

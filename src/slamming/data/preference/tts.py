@@ -19,23 +19,20 @@ always complete; callers cache builds under ``<cache_dir>/<source>-<key>`` with
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch.utilities import rank_zero_info
-from tqdm.auto import tqdm
 
-from slamming.data.corpus.build import atomic_build
+from slamming.atomic import atomic_build
 from slamming.data.preference.corpus import PreferenceCorpusWriter
 from slamming.data.preference.text import TextTriple
 from slamming.errors import SlammingError
+from slamming.hashing import settings_key
+from slamming.speech.speak import speak_groups
 from slamming.speech.tokenizers import HubertTokenizer, MFCCTokenizer, load_tokenizer
-from slamming.speech.tts import SpeechJob, TTSEngine, plan_jobs, synthesize_many
+from slamming.speech.tts import TTSEngine, plan_jobs
 
 __all__ = ["BUILD_VERSION", "build_spoken_preferences", "spoken_preference_key"]
 
@@ -58,10 +55,9 @@ def spoken_preference_key(settings: dict[str, Any]) -> str:
         ValueError: a setting is not JSON-serialisable (its text would not be a stable key).
     """
     try:
-        text = json.dumps(settings, sort_keys=True)
+        return settings_key(settings)
     except TypeError as err:
         raise ValueError(f"spoken preference settings must be JSON-serialisable: {err}") from err
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def build_spoken_preferences(
@@ -143,27 +139,6 @@ def build_spoken_preferences(
     return summary
 
 
-def _speak(
-    engine: TTSEngine, jobs: list[SpeechJob], workers: int, progress: bool, desc: str
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Synthesise ``jobs`` (three per triple, in order) and yield each triple's three waveforms.
-
-    The bar counts triples, not utterances; closing this generator stops the synthesis threads.
-    """
-    waves = synthesize_many(engine, jobs, workers=workers, progress=False)
-    with tqdm(total=len(jobs) // 3, desc=desc, unit="triple", disable=not progress) as bar:
-        try:
-            while True:
-                try:
-                    prompt = next(waves)
-                except StopIteration:
-                    return
-                yield prompt, next(waves), next(waves)
-                bar.update(1)
-        finally:
-            waves.close()
-
-
 def _write_split(
     path: Path,
     split: str,
@@ -189,12 +164,15 @@ def _write_split(
     tokens = {"prompt": 0, "chosen": 0, "rejected": 0}
     skipped: list[str] = []
     corpus_info = {**(info or {}), "split": split, "tts_seed": int(seed), "build_version": BUILD_VERSION}
-    stream = _speak(engine, jobs, workers, progress, f"Speaking preference triples ({split})")
+    stream = speak_groups(
+        engine, jobs, desc=f"Speaking preference triples ({split})", group=3, unit="triple",
+        tokenizer=tokenizer, workers=workers, progress=progress,
+    )  # fmt: skip
     try:
         with PreferenceCorpusWriter(path, tokenizer.identity, tokenizer.k, info=corpus_info) as writer:
-            for triple, plan, wavs in zip(triples, plans, stream, strict=True):
-                encoded = [tokenizer.encode(wav) for wav in wavs]
-                seconds += sum(wav.numel() for wav in wavs) / engine.sample_rate
+            for triple, plan, spoken in zip(triples, plans, stream, strict=True):
+                encoded = [(side.units, side.durations) for side in spoken]
+                seconds += sum(side.wav.numel() for side in spoken) / engine.sample_rate
                 if any(len(units) == 0 for units, _ in encoded):
                     skipped.append(triple.id)
                     continue

@@ -1,7 +1,8 @@
 """Pretraining data: packed, document-masked windows from unit corpora, and their DataModules.
 
 - :mod:`.packing`: fixed-length windows filled from whole documents, collation, document masks.
-- :mod:`.windows`: epoch plans over a mixture of corpora, the window dataset, the resumable sampler.
+- :mod:`.windows`: epoch plans over a mixture of corpora and the window dataset (served in order by
+  :class:`~slamming.data.sampling.ResumableSampler`).
 - :mod:`.datamodule`: :class:`UnitDataModule`, packed windows for next-unit pretraining.
 - :mod:`.synthetic`: :class:`SyntheticSpeechDataModule`, texts → TTS → units, cached, then packed.
 """
@@ -16,7 +17,6 @@ _NAMES = {
     "pad_documents": ".packing",
     "EpochPlan": ".windows",
     "PackedWindowDataset": ".windows",
-    "WindowSampler": ".windows",
     "UnitDataModule": ".datamodule",
     "SyntheticSpeechDataModule": ".synthetic",
 }

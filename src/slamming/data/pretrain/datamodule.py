@@ -3,32 +3,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from slamming.data.corpus.format import UnitCorpus
 from slamming.data.pretrain.packing import collate_packed
-from slamming.data.pretrain.windows import PackedWindowDataset, WindowSampler
+from slamming.data.pretrain.windows import PackedWindowDataset
+from slamming.data.sampling.resumable import ResumableDataModule, path_list
 from slamming.errors import CorpusError, SlammingError
 from slamming.speech.tokenizers import check_identity
 
 log = logging.getLogger(__name__)
 
 
-def path_list(paths: str | Sequence[str] | None) -> list[str]:
-    if paths is None:
-        return []
-    if isinstance(paths, (str, Path)):
-        return [str(paths)]
-    return [str(p) for p in paths]
+__all__ = ["UnitDataModule", "path_list"]
 
 
-class UnitDataModule(pl.LightningDataModule):
+class UnitDataModule(ResumableDataModule):
     """Serves packed windows of ``context_length + 1`` ids from one or more unit corpora.
 
     Data order is a pure function of ``seed`` and the number of samples consumed: windows are
@@ -48,6 +42,9 @@ class UnitDataModule(pl.LightningDataModule):
         verify_checksums: recompute every corpus file's sha256 in ``setup`` (one read of the data).
         pin_memory: pin batches for faster host-to-GPU copies.
     """
+
+    collate = collate_packed
+    batch_key = "input_ids"
 
     def __init__(
         self,
@@ -79,8 +76,6 @@ class UnitDataModule(pl.LightningDataModule):
         self.seed = int(seed)
         self.verify_checksums = verify_checksums
         self.pin_memory = pin_memory
-        self._cursor = 0
-        self._sampler: WindowSampler | None = None
         self.train_set: PackedWindowDataset | None = None
         self.val_set: PackedWindowDataset | None = None
         self._identity: dict[str, Any] | None = None
@@ -89,10 +84,6 @@ class UnitDataModule(pl.LightningDataModule):
             self._read_identity()
 
     # -- corpora -----------------------------------------------------------------------------------
-    def _ready_to_open(self) -> bool:
-        """Whether the corpora exist at construction time (subclasses build them in prepare_data)."""
-        return True
-
     def _open(self, paths: list[str]) -> list[UnitCorpus]:
         corpora = []
         for p in paths:
@@ -159,48 +150,14 @@ class UnitDataModule(pl.LightningDataModule):
                     "add data or lower data.context_length"
                 )
 
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
-
-    def _loader(self, dataset: PackedWindowDataset, sampler: WindowSampler) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            collate_fn=collate_packed,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and self._on_gpu(),
-            persistent_workers=False,
-        )
-
-    def _on_gpu(self) -> bool:
-        trainer = self.trainer
-        return trainer is not None and trainer.strategy.root_device.type == "cuda"
-
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup('fit') first"
-        rank, world = self._rank_world()
-        self._sampler = WindowSampler(self.train_set, num_replicas=world, rank=rank, cursor=self._cursor)
-        return self._loader(self.train_set, self._sampler)
+        return self._train_loader(self.train_set)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
-        rank, world = self._rank_world()
-        return self._loader(self.val_set, WindowSampler(self.val_set, num_replicas=world, rank=rank))
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        # Called once per batch the training loop actually consumes (prefetched batches are not
-        # transferred yet), so the cursor counts exactly what training has seen.
-        trainer = self.trainer
-        if trainer is not None and trainer.training and self._sampler is not None:
-            n = int(batch["input_ids"].shape[0])
-            self._cursor += n
-            self._sampler.advance(n)
-        return batch
+        return self._val_loader(self.val_set)
 
     def state_dict(self) -> dict[str, Any]:
         return {"cursor": self._cursor, "seed": self.seed, "context_length": self.context_length}

@@ -14,23 +14,22 @@ written one utterance at a time — so memory does not grow with the number of t
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from tqdm.auto import tqdm
 
+from slamming.atomic import atomic_build
 from slamming.data.corpus.writer import CorpusWriter
 from slamming.data.pretrain.datamodule import UnitDataModule
 from slamming.data.text.reader import TextCorpus, TextFormat, read_texts, split_texts, text_id
 from slamming.data.text.stories import StoryGenerator
 from slamming.errors import SlammingError
+from slamming.hashing import settings_key
+from slamming.speech.speak import speak_groups
 from slamming.speech.tokenizers import NORMALIZATIONS, MFCCTokenizer
 from slamming.speech.tts import (
     DEFAULT_VOICES,
@@ -39,8 +38,6 @@ from slamming.speech.tts import (
     TTSEngine,
     WordTiming,
     plan_jobs,
-    synthesize_many,
-    synthesize_many_with_timings,
 )
 
 #: Bump when the build's output changes for the same settings (invalidates old caches).
@@ -190,7 +187,7 @@ class SyntheticSpeechDataModule(UnitDataModule):
             self.settings["normalization"] = normalization
         self.tts_workers = int(tts_workers)
         self.progress = progress
-        key = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
+        key = settings_key(self.settings)
         self.build_dir = self.cache_dir / f"{'texts' if text_files else 'stories'}-{key}"
         super().__init__(
             train=str(self.build_dir / "train"),
@@ -238,12 +235,18 @@ class SyntheticSpeechDataModule(UnitDataModule):
 
     def build(self) -> None:
         """Synthesise, tokenise and write the corpora into :attr:`build_dir`."""
-        s = self.settings
         started = time.perf_counter()
-        tmp = self.build_dir.with_name(self.build_dir.name + ".partial")
-        if tmp.exists():  # left by an interrupted build of ours: nothing of the user's
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        # An existing build_dir has no done.json (prepare_data checked): an unfinished build of ours.
+        with atomic_build(self.build_dir, replace_unfinished=True, done_newline=False) as (tmp, summary):
+            self._build_into(tmp, summary, started)
+        rank_zero_info(
+            f"built {self.build_dir} in {summary['build_seconds']:.0f} s: {summary['hours']:.1f} h of speech, "
+            f"{summary['tokens']['train']} train tokens"
+        )
+
+    def _build_into(self, tmp: Path, summary: dict[str, Any], started: float) -> None:
+        """Write the tokeniser and the corpora into ``tmp`` and fill ``summary`` (``done.json``)."""
+        s = self.settings
         train, val = self._texts()
         what = (
             "stories"
@@ -260,7 +263,17 @@ class SyntheticSpeechDataModule(UnitDataModule):
         engine = self.make_engine()
         train_jobs = plan_jobs(train, engine, s["tts_seed"])
         fit_jobs = train_jobs[: s["fit_stories"]]
-        fit_wavs = list(self._speak(engine, fit_jobs, "Speaking the k-means fitting texts"))
+        fit_wavs = [
+            (spoken.wav, spoken.words)
+            for [spoken] in speak_groups(
+                engine,
+                fit_jobs,
+                desc="Speaking the k-means fitting texts",
+                timings=True,
+                workers=self.tts_workers,
+                progress=self.progress,
+            )  # fmt: skip
+        ]
         tokenizer = MFCCTokenizer(
             k=s["num_units"],
             frame_rate=s["frame_rate"],
@@ -278,14 +291,14 @@ class SyntheticSpeechDataModule(UnitDataModule):
             val_jobs = plan_jobs(val, engine, s["tts_seed"] + 1)
             stats["val"] = self._write_split(tmp / "val", "val", val_jobs, engine, tokenizer, reuse=[])
         hours = sum(v["seconds"] for v in stats.values()) / 3600
-        summary: dict[str, Any] = {
-            "settings": s,
-            "train_documents": len(train),
-            "val_documents": len(val),
-            "hours": hours,
-            "tokens": {k: v["tokens"] for k, v in stats.items()},
-            "build_seconds": round(time.perf_counter() - started, 1),
-        }
+        summary.update(
+            settings=s,
+            train_documents=len(train),
+            val_documents=len(val),
+            hours=hours,
+            tokens={k: v["tokens"] for k, v in stats.items()},
+            build_seconds=round(time.perf_counter() - started, 1),
+        )
         if self.text_corpus is not None:
             report = self.text_corpus.report
             summary["text_report"] = {
@@ -296,14 +309,6 @@ class SyntheticSpeechDataModule(UnitDataModule):
                 "skipped": report.skipped,
                 "examples": report.examples,
             }
-        (tmp / "done.json").write_text(json.dumps(summary, indent=2))
-        if self.build_dir.exists():  # a previous build without done.json: incomplete, ours
-            shutil.rmtree(self.build_dir)
-        tmp.rename(self.build_dir)
-        rank_zero_info(
-            f"built {self.build_dir} in {summary['build_seconds']:.0f} s: {hours:.1f} h of speech, "
-            f"{stats['train']['tokens']} train tokens"
-        )
 
     def make_engine(self) -> TTSEngine:
         """The TTS engine of :attr:`settings` (a Piper one gives word timings)."""
@@ -314,31 +319,6 @@ class SyntheticSpeechDataModule(UnitDataModule):
 
             return PiperEngine(voice=self.piper_voice, voices=s["voices"], timings=True, **ranges)
         return EspeakEngine(voices=s["voices"], **ranges)
-
-    def _speak(
-        self, engine: TTSEngine, jobs: list[SpeechJob], desc: str
-    ) -> Iterator[tuple[torch.Tensor, list[WordTiming] | None]]:
-        """Synthesise ``jobs`` in order on :attr:`tts_workers` threads under a bar named ``desc``.
-
-        Yields ``(waveform, word timings)``; the timings are None when the engine gives none.
-
-        ``synthesize_many``'s own bar always reads "Synthesising speech"; ours says which part of
-        the build is being spoken, so its bar is turned off and the stream is wrapped instead.
-        Closing this generator early also closes the synthesis stream (queued jobs are dropped).
-        """
-        stream: Iterator[tuple[torch.Tensor, list[WordTiming] | None]]
-        if engine.supports_timings:
-            stream = synthesize_many_with_timings(engine, jobs, workers=self.tts_workers, progress=False)
-        else:
-            waves = synthesize_many(engine, jobs, workers=self.tts_workers, progress=False)
-            stream = ((wav, None) for wav in waves)
-        with tqdm(total=len(jobs), desc=desc, unit="utt", disable=not self.progress) as bar:
-            try:
-                for item in stream:
-                    bar.update(1)
-                    yield item
-            finally:
-                stream.close()
 
     def _write_split(
         self,
@@ -352,23 +332,25 @@ class SyntheticSpeechDataModule(UnitDataModule):
         """Speak, tokenise and write one split; the first ``len(reuse)`` utterances are given."""
         seconds = 0.0
         tokens = 0
-        rest = self._speak(engine, jobs[len(reuse) :], f"Speaking {split} texts")
+        stream = speak_groups(
+            engine, jobs, desc=f"Speaking {split} texts", tokenizer=tokenizer, timings=True, spoken=reuse,
+            workers=self.tts_workers, progress=self.progress,
+        )  # fmt: skip
         try:
             with CorpusWriter(path, tokenizer=tokenizer.identity, num_units=tokenizer.k) as writer:
-                for i, job in enumerate(jobs):
-                    wav, words = reuse[i] if i < len(reuse) else next(rest)
-                    units, durations = tokenizer.encode(wav)
+                for [spoken] in stream:
+                    job = spoken.job
                     writer.add(
-                        units,
-                        durations=durations,
+                        spoken.units,
+                        durations=spoken.durations,
                         text=job.text,
                         source=f"{text_id(job.text)}|{job.voice}|{job.rate}|{job.pitch}",
-                        words=words,
+                        words=spoken.words,
                     )
-                    seconds += wav.numel() / engine.sample_rate
-                    tokens += len(units)
+                    seconds += spoken.wav.numel() / engine.sample_rate
+                    tokens += len(spoken.units)
         finally:
-            rest.close()  # stops the TTS threads early if writing failed
+            stream.close()  # stops the TTS threads early if writing failed
         return {"seconds": seconds, "tokens": tokens}
 
     def setup(self, stage: str | None = None) -> None:

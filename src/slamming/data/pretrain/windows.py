@@ -1,21 +1,21 @@
-"""Epoch plans over one or more corpora, packed-window datasets and a resumable sampler.
+"""Epoch plans over one or more corpora and packed-window datasets.
 
 * :class:`EpochPlan`: the order of documents in one epoch, drawn from several corpora with mixture
   weights, deterministic from ``(seed, epoch)``.
 * :class:`PackedWindowDataset`: map-style dataset whose index is ``(epoch, window)``; it builds the
   window in O(window) from the plan (see :mod:`slamming.data.pretrain.packing`).
-* :class:`WindowSampler`: shards windows across ranks and resumes from a global cursor, so a run
-  resumed from a mid-epoch checkpoint sees exactly the batches the uninterrupted run would.
+
+The windows are served in a resumable, rank-sharded order by
+:class:`~slamming.data.sampling.resumable.ResumableSampler`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
-from torch.utils.data.distributed import DistributedSampler
 
 from slamming.data.corpus.format import UnitCorpus
 from slamming.data.pretrain.packing import build_window, num_windows
@@ -155,40 +155,3 @@ class PackedWindowDataset(Dataset):
             lambda j: corpora[corpus_of[j]].document(int(doc_of[j])),
             self.context_length,
         )
-
-
-class WindowSampler(DistributedSampler):
-    """Yields ``(epoch, window)`` pairs for one rank, resuming from a global cursor.
-
-    Rank ``r`` of ``W`` takes windows ``r, r + W, r + 2W, ...`` of each epoch (the tail that does not
-    divide evenly is dropped so every rank runs the same number of steps). The sampler does not
-    follow Lightning's epoch counter: it keeps its own position, ``cursor`` = samples this rank has
-    consumed since the start of training, which the data module stores in checkpoints. An
-    iteration runs from the cursor to the end of the cursor's epoch.
-
-    It subclasses :class:`DistributedSampler` only so that Lightning recognises it as already
-    distributed and does not wrap or replace it.
-    """
-
-    def __init__(
-        self, dataset: PackedWindowDataset, num_replicas: int = 1, rank: int = 0, cursor: int = 0
-    ) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=True)
-        self.per_rank = len(dataset) // num_replicas
-        self.cursor = int(cursor)
-
-    def __len__(self) -> int:
-        if self.per_rank == 0:
-            return 0
-        return self.per_rank - self.cursor % self.per_rank
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.per_rank == 0:
-            return
-        epoch, offset = divmod(self.cursor, self.per_rank)
-        for j in range(offset, self.per_rank):
-            yield epoch, j * self.num_replicas + self.rank
-
-    def advance(self, samples: int) -> None:
-        """Move the cursor past ``samples`` consumed samples."""
-        self.cursor += int(samples)

@@ -3,6 +3,7 @@
 - :mod:`.stories`: short English stories whose endings agree with their beginnings, split by hash.
 - :mod:`.reader`: users' text files (plain lines, jsonl, TinyStories), split into TTS-sized pieces.
 - :mod:`.lexicon`: the generator's vocabulary and pronounceable non-words made from it.
+- :mod:`.repetition`: auto-BLEU, the self-repetition of a text (DPO data filter, generation metric).
 """
 
 from slamming.exports import lazy_exports
@@ -21,6 +22,7 @@ _NAMES = {
     "split_texts": ".reader",
     "split_by_hash": ".reader",
     "text_id": ".reader",
+    "auto_bleu": ".repetition",
     "story_vocabulary": ".lexicon",
     "nonwords": ".lexicon",
     "espeak_phonemes": ".lexicon",

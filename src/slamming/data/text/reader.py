@@ -26,9 +26,10 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 from slamming.errors import SlammingError
+from slamming.skips import SkipReport
 
 T = TypeVar("T")
 
@@ -58,8 +59,8 @@ _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+")
 
 
 @dataclass
-class TextReport:
-    """What :func:`read_texts` read, kept and skipped.
+class TextReport(SkipReport):
+    """What :func:`read_texts` read, kept and skipped (a :class:`~slamming.skips.SkipReport`).
 
     Attributes:
         files: Each input file with the format it was read as.
@@ -71,32 +72,19 @@ class TextReport:
         examples: The first :data:`MAX_EXAMPLES` problems as ``"file:line: kind: detail"``.
     """
 
+    max_examples: ClassVar[int] = MAX_EXAMPLES
+
     files: dict[str, str] = field(default_factory=dict)
     lines: int = 0
     texts: int = 0
     split: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    examples: list[str] = field(default_factory=list)
-
-    @property
-    def num_skipped(self) -> int:
-        """Problems counted, all kinds together."""
-        return sum(self.skipped.values())
-
-    def skip(self, where: str, kind: str, detail: str) -> None:
-        """Count one skipped item of ``kind`` found at ``where`` (``"file:line"``)."""
-        self.skipped[kind] = self.skipped.get(kind, 0) + 1
-        if len(self.examples) < MAX_EXAMPLES:
-            self.examples.append(f"{where}: {kind}: {detail}")
 
     def summary(self) -> str:
         """One line: files, lines, texts kept, texts split and problems per kind."""
         files = ", ".join(f"{path} ({fmt})" for path, fmt in self.files.items())
-        problems = ", ".join(f"{count:,} {kind}" for kind, count in sorted(self.skipped.items()))
         return (
             f"read {self.texts:,} texts from {self.lines:,} lines of {files}; "
-            f"{self.split:,} long texts split; skipped {self.num_skipped:,}"
-            + (f" ({problems})" if problems else "")
+            f"{self.split:,} long texts split; {super().summary()}"
         )
 
 
@@ -120,7 +108,7 @@ def text_id(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
 
-def content_hash(texts: list[str]) -> str:
+def content_hash(texts: Iterable[str]) -> str:
     """sha256 (hex) over ``texts`` in order; each text is length-prefixed so boundaries count."""
     digest = hashlib.sha256()
     for text in texts:
@@ -247,43 +235,42 @@ def _decoded_lines(path: Path, report: TextReport) -> Iterator[tuple[int, str]]:
             try:
                 yield number, raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                report.skip(f"{path}:{number}", "invalid_utf8", f"byte {err.start} is not UTF-8")
+                report.skip(path, number, "invalid_utf8", f"byte {err.start} is not UTF-8")
 
 
-def _lines_texts(path: Path, report: TextReport) -> Iterator[tuple[str, str]]:
+def _lines_texts(path: Path, report: TextReport) -> Iterator[tuple[Path, int, str]]:
     for number, line in _decoded_lines(path, report):
         if line.strip():
-            yield f"{path}:{number}", line
+            yield path, number, line
 
 
-def _jsonl_texts(path: Path, key: str, report: TextReport) -> Iterator[tuple[str, str]]:
+def _jsonl_texts(path: Path, key: str, report: TextReport) -> Iterator[tuple[Path, int, str]]:
     for number, line in _decoded_lines(path, report):
-        where = f"{path}:{number}"
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            report.skip(where, "invalid_json", err.msg)
+            report.skip(path, number, "invalid_json", err.msg)
             continue
         if not isinstance(row, dict):
-            report.skip(where, "not_an_object", f"a JSON {type(row).__name__}, expected an object")
+            report.skip(path, number, "not_an_object", f"a JSON {type(row).__name__}, expected an object")
         elif key not in row:
-            report.skip(where, "missing_field", f"no {key!r} key (keys: {', '.join(sorted(row)[:5])})")
+            report.skip(path, number, "missing_field", f"no {key!r} key (keys: {', '.join(sorted(row)[:5])})")
         elif not isinstance(row[key], str):
-            report.skip(where, "not_a_string", f"{key!r} is a JSON {type(row[key]).__name__}")
+            report.skip(path, number, "not_a_string", f"{key!r} is a JSON {type(row[key]).__name__}")
         else:
-            yield where, row[key]
+            yield path, number, row[key]
 
 
-def _tinystories_texts(path: Path, report: TextReport) -> Iterator[tuple[str, str]]:
+def _tinystories_texts(path: Path, report: TextReport) -> Iterator[tuple[Path, int, str]]:
     story: list[str] = []
     start = 1
     opened = False  # a separator before the first story does not close an (empty) story
     for number, line in _decoded_lines(path, report):
         for i, part in enumerate(line.split(ENDOFTEXT)):
             if i > 0 and opened:  # a separator ends the story gathered so far (an empty one is counted)
-                yield f"{path}:{start if story else number}", " ".join(story)
+                yield path, start if story else number, " ".join(story)
                 story = []
             if part.strip():
                 if not story:
@@ -291,7 +278,7 @@ def _tinystories_texts(path: Path, report: TextReport) -> Iterator[tuple[str, st
                 story.append(part)
                 opened = True
     if story:
-        yield f"{path}:{start}", " ".join(story)
+        yield path, start, " ".join(story)
 
 
 def read_texts(
@@ -346,12 +333,12 @@ def read_texts(
             found = _tinystories_texts(path, report)
         else:
             found = _lines_texts(path, report)
-        for where, raw in found:
+        for source, number, raw in found:
             text = " ".join(raw.split())
             if not text:
-                report.skip(where, "empty", "no text")
+                report.skip(source, number, "empty", "no text")
             elif len(text) < min_chars:
-                report.skip(where, "too_short", f"{len(text)} characters < min_chars={min_chars}")
+                report.skip(source, number, "too_short", f"{len(text)} characters < min_chars={min_chars}")
             else:
                 pieces = split_long_text(text, max_chars)
                 report.split += int(len(pieces) > 1)

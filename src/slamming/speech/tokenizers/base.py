@@ -143,7 +143,7 @@ def read_config(directory: Path) -> dict[str, Any]:
     config = directory / CONFIG_FILE
     if not config.is_file():
         raise SlammingError(
-            f"no tokeniser at {directory}: {config} does not exist; save one first or fix the path"
+            f"no tokeniser at {directory}: {config} does not exist; fit and save one first or fix the path"
         )
     try:
         payload = json.loads(config.read_text(encoding="utf-8"))

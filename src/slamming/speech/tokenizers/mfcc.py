@@ -26,6 +26,7 @@ from slamming.speech.tokenizers.base import (
     KMEANS_FILE,
     check_identity,
     dedup,
+    read_config,
     save_tokenizer_files,
 )
 
@@ -372,14 +373,10 @@ class MFCCTokenizer:
         """
         directory = Path(directory)
         config = directory / CONFIG_FILE
-        if not config.is_file():
-            raise SlammingError(
-                f"no tokeniser at {directory}: {config} does not exist; fit and save one first or fix the path"
-            )
+        payload = read_config(directory)
         try:
-            payload = json.loads(config.read_text(encoding="utf-8"))
             kind, settings, recorded = payload["kind"], dict(payload["settings"]), payload["identity"]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as err:
+        except (KeyError, TypeError, ValueError) as err:
             raise SlammingError(
                 f"{config} is not a valid tokenizer.json ({err!r}); save the tokeniser again"
             ) from err
