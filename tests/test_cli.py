@@ -15,6 +15,7 @@ from slamming.cli import main
 from slamming.models.unit_lm import UnitLMBuilder
 from slamming.tasks.pretrain import NextUnitPretraining
 from tests.conftest import TEST_IDENTITY, TINY_BACKBONE, fit_config, markov_documents, write_corpus
+from tests.models.test_unit_lm import force_hub_offline
 
 
 def _scalars(run_dir: Path, tag: str) -> dict[int, float]:
@@ -140,8 +141,11 @@ def test_corpora_from_different_tokenizers_are_refused(
 
 
 def test_paper_config_without_hub_fails_in_one_clear_line(
-    tmp_path: Path, unit_corpora: dict, capsys: pytest.CaptureFixture
+    tmp_path: Path, unit_corpora: dict, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Offline in every place that decides it, with an empty hub cache: with network, this would
+    # otherwise download Qwen2.5-0.5B and start the paper's full CPU run.
+    force_hub_offline(monkeypatch, tmp_path / "hub")
     args = [
         "fit",
         "--config",
@@ -159,6 +163,7 @@ def test_paper_config_without_hub_fails_in_one_clear_line(
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("slamming: error")]
     assert len(lines) == 1
     assert "Qwen/Qwen2.5-0.5B" in lines[0] and "model.init_args.backbone.init_args.base" in lines[0]
+    assert "(HF_HUB_OFFLINE)" in lines[0]  # offline mode was detected: no connection was tried
 
 
 def test_resuming_on_units_of_another_tokenizer_is_refused(

@@ -1,11 +1,12 @@
-"""Tiny model and data for the callback tests, and the 2-process CPU DDP budget run.
+"""Tiny model and data for the callback tests, a fake clock, and the 2-process CPU DDP budget run.
 
-Imported by the tests for :class:`TinyRegression` and :func:`make_loader`. Run as a script it trains
-:class:`TinyRegression` with ``strategy="ddp"`` (gloo) on 2 CPU processes under a
-:class:`~slamming.callbacks.budget.ComputeBudget` and a
-:class:`~slamming.callbacks.throughput.Throughput`, with rank 1 sleeping longer per step than rank 0,
-and each rank writes ``rank{N}.json`` into ``out_dir``: its final global step, why it stopped, and
-the token count the Throughput callback summed over ranks::
+Imported by the tests for :class:`TinyRegression`, :func:`make_loader`, :class:`FakeClock` and
+:class:`StepClock`. Run as a script it trains :class:`TinyRegression` with ``strategy="ddp"`` (gloo)
+on 2 CPU processes under a :class:`~slamming.callbacks.budget.ComputeBudget` and a
+:class:`~slamming.callbacks.throughput.Throughput`, each process on its own :class:`FakeClock`, with
+rank 1's steps taking three times longer on its clock than rank 0's, and each rank writes
+``rank{N}.json`` into ``out_dir``: its final global step, why it stopped, and the token count the
+Throughput callback summed over ranks::
 
     python tests/callbacks/ddp_budget_script.py OUT_DIR BUDGET_SECONDS
 """
@@ -20,7 +21,51 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
+
+
+class FakeClock:
+    """Stands in for the ``time`` module of the callbacks and of this module, so timings are exact.
+
+    ``monotonic()`` returns a number that only ``sleep`` (or :meth:`advance`) moves: a step that
+    "sleeps" 0.0625 s takes exactly 0.0625 s on this clock however loaded the machine is, and
+    nothing else takes any time. Use dyadic durations (1/16, 1/8, ...) so sums are exact in floats.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    advance = sleep
+
+    @classmethod
+    def install(cls, monkeypatch: Any, *modules: Any) -> FakeClock:
+        """Replace ``time`` in ``modules`` (and in this module: the model's and loader's sleeps)."""
+        clock = cls()
+        for module in (sys.modules[__name__], *modules):
+            monkeypatch.setattr(module, "time", clock)
+        return clock
+
+
+class StepClock(Callback):
+    """Advances the :class:`FakeClock` that replaces ``slamming.callbacks.budget.time`` by
+    ``seconds`` at the start of every training batch (usable from a CLI config by class path)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        import slamming.callbacks.budget
+
+        clock = slamming.callbacks.budget.time
+        assert isinstance(clock, FakeClock), "StepClock needs FakeClock.install(monkeypatch, budget module)"
+        clock.advance(self.seconds)
 
 
 class TokenDataset(Dataset):
@@ -102,14 +147,24 @@ class TinyRegression(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
+#: Seconds per training step on each rank's fake clock in the DDP run (rank 0, rank 1).
+RANK_STEP_SECONDS = (1 / 32, 3 / 32)
+
+
 def main(out_dir: str, budget_seconds: float) -> None:
     """Run the 2-process DDP fit under a budget of ``budget_seconds`` of wall time × 2 devices."""
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.strategies import DDPStrategy
 
+    import slamming.callbacks.budget
     from slamming.callbacks.budget import ComputeBudget
     from slamming.callbacks.throughput import Throughput
 
+    # Each process (Lightning re-runs this script for rank 1) gets its own fake clock, moved only by
+    # the model's step "sleeps": the stop step then depends on rank 0's step time alone.
+    clock = FakeClock()
+    globals()["time"] = clock
+    slamming.callbacks.budget.time = clock
     torch.set_num_threads(1)
     budget = ComputeBudget(max_gpu_hours=budget_seconds * 2 / 3600)
     throughput = Throughput(log_every_n_steps=5, peak_flops=1e9)
@@ -132,7 +187,7 @@ def main(out_dir: str, budget_seconds: float) -> None:
         num_sanity_val_steps=0,
     )
     # Rank 1 is three times slower per step; rank 0's clock alone decides when to stop.
-    model = TinyRegression(step_sleep=(0.02, 0.06), flops_per_token=100.0)
+    model = TinyRegression(step_sleep=RANK_STEP_SECONDS, flops_per_token=100.0)
     trainer.fit(model, make_loader(4000), make_loader(8))
     result = {
         "rank": trainer.global_rank,

@@ -1,4 +1,8 @@
-"""Throughput: logged metrics in a real TensorBoard file, the summary line, and the data-wait fraction."""
+"""Throughput: logged metrics in a real TensorBoard file, the summary line, and the data-wait fraction.
+
+Timed tests run on a :class:`FakeClock` that only the model's step and the loader's item "sleeps"
+move, so rates, step times and wait fractions are exact values on any machine.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +15,24 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import slamming.callbacks.budget
+import slamming.callbacks.throughput
 from slamming.callbacks.budget import ComputeBudget
 from slamming.callbacks.throughput import Throughput
 from slamming.models.flops import measure_cpu_peak_flops
 
-from .ddp_budget_script import TinyRegression, make_loader
+from .ddp_budget_script import FakeClock, TinyRegression, make_loader
 
 
 def tokens_of_first(n_samples: int) -> int:
     """Tokens of the first samples of the unshuffled loader, from the dataset's definition."""
     return sum(i % 5 + 1 for i in range(n_samples))
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """One fake clock for the throughput and budget callbacks and the tiny model's sleeps."""
+    return FakeClock.install(monkeypatch, slamming.callbacks.throughput, slamming.callbacks.budget)
 
 
 def fit(tmp_path: Path, callbacks: list, model: TinyRegression, **kwargs: Any) -> pl.Trainer:
@@ -40,13 +52,14 @@ def fit(tmp_path: Path, callbacks: list, model: TinyRegression, **kwargs: Any) -
 
 
 def test_metrics_reach_tensorboard_and_the_summary_is_exact(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture, clock: FakeClock
 ) -> None:
+    step_s = 1 / 8  # every optimizer step takes exactly this on the fake clock; nothing else takes time
     throughput = Throughput(log_every_n_steps=3)  # peak measured on this CPU
     budget = ComputeBudget(max_gpu_hours=1.0)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/loss")
     logger = TensorBoardLogger(str(tmp_path), name="tb", version=0)
-    model = TinyRegression(flops_per_token=100.0)
+    model = TinyRegression(step_sleep=step_s, flops_per_token=100.0)
     trainer = fit(tmp_path, [throughput, budget, checkpoint], model, max_epochs=2, logger=logger)
     assert trainer.global_step == 20  # 10 batches of 4 per epoch
 
@@ -63,22 +76,47 @@ def test_metrics_reach_tensorboard_and_the_summary_is_exact(
     assert seen[0].value == tokens_of_first(12)  # 3 steps of 4 samples
     peak = throughput.summary["peak_flops"]
     assert peak is not None and peak == measure_cpu_peak_flops()
-    for mfu, tps in zip(events.Scalars("perf/mfu"), events.Scalars("perf/tokens_per_sec"), strict=True):
-        assert mfu.step == tps.step
-        assert mfu.value == pytest.approx(100.0 * tps.value / peak, rel=1e-5)
-    assert all(0.0 <= event.value < 1.0 for event in events.Scalars("perf/data_wait_frac"))
+    # Each window's rates, from the dataset's token counts and the fake step time. Step s (1-based)
+    # trains samples 4 (s - 1) % 40 ... + 3 of the 40-sample epoch.
+    window_steps = {3: 3, 6: 3, 9: 3, 12: 3, 15: 3, 18: 3, 20: 2}
+    window_tokens = {
+        end: sum((4 * ((s - 1) % 10) + j) % 5 + 1 for s in range(end - n + 1, end + 1) for j in range(4))
+        for end, n in window_steps.items()
+    }
+    assert sum(window_tokens.values()) == 2 * tokens_of_first(40)
+    tps = events.Scalars("perf/tokens_per_sec")
+    assert [e.step for e in tps] == list(window_steps)
+    for event in tps:
+        expected = window_tokens[event.step] / (window_steps[event.step] * step_s)
+        assert event.value == pytest.approx(expected, rel=1e-6), event.step
+    for event in events.Scalars("perf/samples_per_sec"):
+        assert event.value == pytest.approx(4 / step_s, rel=1e-6), event.step
+    assert [e.value for e in events.Scalars("perf/step_time")] == [step_s] * len(window_steps)
+    assert [e.value for e in events.Scalars("perf/data_wait_frac")] == [0.0] * len(window_steps)
+    for mfu, tps_event in zip(events.Scalars("perf/mfu"), tps, strict=True):
+        assert mfu.step == tps_event.step
+        expected = 100.0 * window_tokens[mfu.step] / (window_steps[mfu.step] * step_s) / peak
+        assert mfu.value == pytest.approx(expected, rel=1e-5)
 
     summary = throughput.summary
+    train_s = 20 * step_s  # validation and the epoch boundary take no time on the fake clock
     assert summary["tokens"] == 2 * tokens_of_first(40) and summary["samples"] == 80
-    assert summary["tokens_per_sec"] == pytest.approx(summary["tokens"] / summary["train_s"])
-    assert summary["mfu"] == pytest.approx(100.0 * summary["tokens_per_sec"] / peak)
+    assert summary["wall_s"] == summary["train_s"] == train_s and summary["validation_s"] == 0.0
+    assert summary["tokens_per_sec"] == summary["tokens"] / train_s
+    assert summary["samples_per_sec"] == 80 / train_s and summary["data_wait_frac"] == 0.0
+    assert summary["mfu"] == pytest.approx(100.0 * summary["tokens"] / train_s / peak, rel=1e-12)
     assert summary["best_score"] == pytest.approx(float(checkpoint.best_model_score))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("slamming fit done: ")]
     assert len(lines) == 1
     line = lines[0]
-    assert line.startswith(f"slamming fit done: tokens={2 * tokens_of_first(40)}, wall=")
+    tokens = 2 * tokens_of_first(40)
+    assert line.startswith(
+        f"slamming fit done: tokens={tokens}, wall=2.5s, tokens/s={tokens / train_s:.1f}, "
+    )
     assert f"mfu={100 * summary['mfu']:.2f}%" in line
-    assert f"budget used={budget.consumed_gpu_hours:.4f} GPU-h (" in line and "% of 1.0000)" in line
+    # The budget ran on the same clock: 2.5 s of training = 0.000694 GPU-hours.
+    assert budget.consumed_gpu_hours == pytest.approx(train_s / 3600, rel=1e-12)
+    assert "budget used=0.0007 GPU-h (0.1 % of 1.0000)" in line
     assert f"best val/loss={float(checkpoint.best_model_score):.4f}" in line
     assert line.endswith(f"checkpoint={checkpoint.best_model_path}")
 
@@ -100,7 +138,9 @@ def test_without_flops_budget_or_checkpoint_nothing_is_faked(
     assert ", mfu=n/a, budget used=n/a, best val/loss=n/a, checkpoint=n/a" in line
 
 
-def test_slow_loader_raises_the_data_wait_fraction(tmp_path: Path) -> None:
+def test_slow_loader_raises_the_data_wait_fraction(tmp_path: Path, clock: FakeClock) -> None:
+    step_s, item_s = 1 / 32, 1 / 32  # on the fake clock: a step, and loading one sample (4 per batch)
+
     def wait_fraction(item_sleep: float, folder: str) -> float:
         throughput = Throughput(log_every_n_steps=100, print_summary=False)
         loader = make_loader(48, item_sleep=item_sleep)
@@ -114,11 +154,14 @@ def test_slow_loader_raises_the_data_wait_fraction(tmp_path: Path) -> None:
             enable_model_summary=False,
             callbacks=[throughput],
         )
-        trainer.fit(TinyRegression(step_sleep=0.03), loader)
-        return throughput.summary["data_wait_frac"]
+        trainer.fit(TinyRegression(step_sleep=step_s), loader)
+        summary = throughput.summary
+        assert summary["train_s"] == 12 * (4 * item_sleep + step_s)  # 12 batches: load + step each
+        return summary["data_wait_frac"]
 
-    # The slow loader sleeps 4 × 30 ms per batch against a 30 ms step: about 75 % of the time waiting.
-    fast, slow = wait_fraction(0.0, "fast"), wait_fraction(0.03, "slow")
-    assert slow > 0.5
-    assert fast < 0.3
-    assert slow > fast + 0.3
+    # The slow loader takes 4 × 1/32 s per batch against a 1/32 s step: 80 % of the time is waiting;
+    # the instant one never makes the steps wait.
+    fast, slow = wait_fraction(0.0, "fast"), wait_fraction(item_s, "slow")
+    assert fast == 0.0
+    assert slow == pytest.approx(4 * item_s / (4 * item_s + step_s), rel=1e-12)
+    assert slow == pytest.approx(0.8, rel=1e-12)

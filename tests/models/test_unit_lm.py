@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from slamming.errors import SlammingError
-from slamming.models.unit_lm import UnitLMBuilder, export_hf, resolve_attention
+from slamming.models.unit_lm import UnitLMBuilder, export_hf, require_hub, resolve_attention
 
 TINY = dict(
     hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
@@ -63,7 +64,48 @@ def test_export_loads_with_plain_transformers(tmp_path: Path) -> None:
     assert loaded.config.slamming_tokenizer == identity
 
 
-def test_unreachable_hub_id_fails_in_one_clear_line() -> None:
+def block_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any TCP connection attempt of this process fail the test (local sockets stay usable)."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a network connection was attempted: {args}")
+
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: object) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            refuse(address)
+        real_connect(self, address)
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+def force_hub_offline(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
+    """Hub offline mode in every place that decides it, an empty hub cache, and no network at all.
+
+    ``huggingface_hub`` and ``transformers`` read ``HF_HUB_OFFLINE`` and the cache folder into module
+    constants at import time, so setting the environment alone changes nothing for them: the
+    constants are patched too. The empty cache keeps a model cached on this machine from being found,
+    and :func:`block_network` turns any remaining download attempt into a test failure, so a test
+    using this behaves the same with or without network.
+    """
+    import huggingface_hub.constants
+    import transformers.utils.hub
+
+    cache.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    # transformers 4.x keeps its own copies (5.x asks huggingface_hub): patch them where present.
+    monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", True, raising=False)
+    monkeypatch.setattr(transformers.utils.hub, "TRANSFORMERS_CACHE", str(cache), raising=False)
+    block_network(monkeypatch)
+
+
+def test_unreachable_hub_id_fails_in_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    force_hub_offline(monkeypatch, tmp_path / "hub")
     with pytest.raises(SlammingError) as err:
         UnitLMBuilder(base="Qwen/Qwen2.5-0.5B").build(500)
     msg = str(err.value)
@@ -73,6 +115,25 @@ def test_unreachable_hub_id_fails_in_one_clear_line() -> None:
         and "--local-dir" in msg
         and "backbone.init_args.base" in msg
     )
+    assert "(HF_HUB_OFFLINE)" in msg  # detected as offline mode, without trying to connect
+
+
+@pytest.mark.parametrize("where", ["environment", "constant"])
+def test_require_hub_honours_offline_mode_without_connecting(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Set after import (environment) or at import (huggingface_hub's constant): no connection is tried."""
+    import huggingface_hub.constants
+
+    block_network(monkeypatch)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    if where == "environment":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(OSError, match=r"^hub offline \(HF_HUB_OFFLINE\) and 'org/model' is neither"):
+        require_hub("org/model")
 
 
 def test_flash_attention_falls_back_to_sdpa_without_flash_attn() -> None:

@@ -14,7 +14,8 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from slamming.callbacks.budget import ComputeBudget
+import slamming.callbacks.budget
+from slamming.callbacks.budget import STOP_CHECKPOINT_NAME, ComputeBudget
 from slamming.cli import main
 from slamming.data.preference.corpus import PreferenceCorpusWriter
 from slamming.data.preference.datamodule import PreferenceDataModule
@@ -22,9 +23,29 @@ from slamming.errors import SlammingError
 from slamming.models.unit_lm import UnitLMBuilder, export_hf, unit_lm_from_checkpoint
 from slamming.tasks.dpo import DPOAlignment
 from slamming.tasks.reference import ReferenceKey, compute_reference_logps, load_reference, save_reference
+from tests.callbacks.ddp_budget_script import FakeClock
 from tests.conftest import TEST_IDENTITY, TINY_BACKBONE, fit_config, markov_documents
 
 K = TEST_IDENTITY["k"]
+HOUR = 3600.0
+#: Seconds each training step takes on the budget's fake clock in the budget tests below.
+STEP_S = 0.25
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """A fake clock for the budget: only :func:`with_step_clock`'s callback moves it."""
+    return FakeClock.install(monkeypatch, slamming.callbacks.budget)
+
+
+def with_step_clock(config: Path) -> Path:
+    """Add a callback that advances the budget's fake clock by STEP_S per training step."""
+    cfg = yaml.safe_load(config.read_text())
+    cfg["trainer"]["callbacks"].append(
+        {"class_path": "tests.callbacks.ddp_budget_script.StepClock", "init_args": {"seconds": STEP_S}}
+    )
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return config
 
 
 def _preference_corpus(path: Path, n: int, seed: int) -> Path:
@@ -182,10 +203,10 @@ def test_reference_cache_for_another_model_or_data_is_refused(tmp_path: Path, pr
 
 
 def test_dpo_fit_logs_rewards_checkpoints_exports_and_shares_the_budget(
-    tmp_path: Path, pretrained: Path, preferences: dict, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, pretrained: Path, preferences: dict, caplog: pytest.LogCaptureFixture, clock: FakeClock
 ) -> None:
     with caplog.at_level("INFO"):
-        main(["fit", "--config", str(dpo_config(tmp_path, pretrained, preferences))])
+        main(["fit", "--config", str(with_step_clock(dpo_config(tmp_path, pretrained, preferences)))])
     messages = [r.getMessage() for r in caplog.records]
     assert any("the parent run used" in m for m in messages)
     assert any("held-out preference accuracy (16 pairs)" in m for m in messages)
@@ -197,10 +218,11 @@ def test_dpo_fit_logs_rewards_checkpoints_exports_and_shares_the_budget(
     loss0 = _scalars(run, "val/loss")[0]
     assert loss0 == pytest.approx(math.log(2), abs=1e-5)  # policy == reference before the first step
     assert len(list((tmp_path / "ref").glob("*-train.pt"))) == 1
-    # The budget continues from the parent's consumption.
+    # The budget continues from the parent's consumption: plus 8 steps of STEP_S on the fake clock.
     parent = ComputeBudget.read_consumed(pretrained)
     child = ComputeBudget.read_consumed(run / "checkpoints" / "last.ckpt")
-    assert child["gpu_hours"] > parent["gpu_hours"] and child["parent_gpu_hours"] == parent["gpu_hours"]
+    assert child["parent_gpu_hours"] == parent["gpu_hours"] > 0
+    assert child["gpu_hours"] == pytest.approx(parent["gpu_hours"] + 8 * STEP_S / HOUR, rel=1e-12)
     # The DPO checkpoint and the export hold the aligned policy, with the tokeniser identity.
     model, identity = unit_lm_from_checkpoint(run / "checkpoints" / "last.ckpt")
     assert identity == TEST_IDENTITY
@@ -210,8 +232,9 @@ def test_dpo_fit_logs_rewards_checkpoints_exports_and_shares_the_budget(
     ids = torch.tensor([[1, 5, 6, 7, 8]])
     with torch.no_grad():
         assert torch.equal(model(ids).logits, exported(ids).logits)
-    # The export records the total at the end of training (a moment after the last checkpoint).
-    assert child["gpu_hours"] <= exported.config.slamming_budget["gpu_hours"] < child["gpu_hours"] + 1e-4
+    # The export records the total at the end of training: the last checkpoint's, as the final
+    # validation takes no budget time.
+    assert exported.config.slamming_budget["gpu_hours"] == child["gpu_hours"]
     # The report `make demo` ends with prints both accuracies.
     report = subprocess.run(
         [sys.executable, "scripts/demo_report.py", str(pretrained.parent.parent), "--dpo", str(run)],
@@ -252,29 +275,32 @@ def test_live_reference_fit_matches_the_precomputed_one(
 
 
 def test_total_budget_across_pretraining_and_dpo(
-    tmp_path: Path, unit_corpora: dict, preferences: dict
+    tmp_path: Path, unit_corpora: dict, preferences: dict, clock: FakeClock
 ) -> None:
     pre = tmp_path / "pre"
     pre.mkdir()
-    overrides = {"trainer": {"max_steps": 100000}, "budget": {"max_gpu_hours": 0.0004}}  # ~1.4 s
-    main(["fit", "--config", str(fit_config(pre, unit_corpora, **overrides))])
-    # The newest checkpoint holds the stop (the budget's own when no periodic one fell on it).
-    parent = max(
-        (pre / "runs" / "t" / "version_0" / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime
-    )
+    # 0.0004 GPU-hours = 1.44 s: 5 steps of 0.25 s are 1.25 s, the 6th spends it (1.5 s).
+    overrides = {"trainer": {"max_steps": 100000}, "budget": {"max_gpu_hours": 0.0004}}
+    main(["fit", "--config", str(with_step_clock(fit_config(pre, unit_corpora, **overrides)))])
+    # Step 6 is no multiple of the periodic checkpoints' 4: the budget saved its own at the stop.
+    parent = pre / "runs" / "t" / "version_0" / "checkpoints" / STOP_CHECKPOINT_NAME
     spent = ComputeBudget.read_consumed(parent)
-    assert spent["stopped_by"] == "gpu_hours"
-    cfg = yaml.safe_load(dpo_config(tmp_path, parent, preferences).read_text())
+    assert spent["stopped_by"] == "gpu_hours" and spent["stop_step"] == 6
+    assert spent["gpu_hours"] == pytest.approx(6 * STEP_S / HOUR, rel=1e-12)
+    cfg = yaml.safe_load(with_step_clock(dpo_config(tmp_path, parent, preferences)).read_text())
     cfg["trainer"]["max_steps"] = 100000
-    cfg["budget"] = {"max_gpu_hours": spent["gpu_hours"] + 0.0004}  # the total leaves ~1.4 s for DPO
+    cfg["budget"] = {"max_gpu_hours": spent["gpu_hours"] + 0.0004}  # the total leaves 1.44 s for DPO
     (tmp_path / "dpo.yaml").write_text(yaml.safe_dump(cfg))
     main(["fit", "--config", str(tmp_path / "dpo.yaml")])
-    ckpts = tmp_path / "runs" / "dpo" / "version_0" / "checkpoints"
-    child = ComputeBudget.read_consumed(max(ckpts.glob("*.ckpt"), key=lambda p: p.stat().st_mtime))
+    child = ComputeBudget.read_consumed(
+        tmp_path / "runs" / "dpo" / "version_0" / "checkpoints" / STOP_CHECKPOINT_NAME
+    )
     assert child["stopped_by"] == "gpu_hours"
+    # DPO, too, stops at its 6th step: the parent's 1.5 s plus 6 × 0.25 s, past the total by 0.06 s.
     total = cfg["budget"]["max_gpu_hours"]
-    # Stopped at the total, overshooting by at most a few tiny steps.
-    assert total <= child["gpu_hours"] < total + 0.0001
+    assert child["stop_step"] == 6 and child["parent_gpu_hours"] == spent["gpu_hours"]
+    assert child["gpu_hours"] == pytest.approx(12 * STEP_S / HOUR, rel=1e-12)
+    assert total <= child["gpu_hours"] < total + STEP_S / HOUR  # overshoot: less than one step
 
 
 def test_data_with_another_number_of_units_is_one_clear_error(

@@ -56,9 +56,14 @@ def require_hub(name: str, timeout: float = 3.0) -> None:
     """Fail fast, in one line, when the hub cannot be reached.
 
     Without this, ``huggingface_hub`` retries for about 20 s and prints a warning per retry before
-    the same error.
+    the same error. In offline mode (``HF_HUB_OFFLINE``, read now or at import) it tries no connection.
     """
+    from huggingface_hub import constants
+
     host = urlparse(HF_ENDPOINT).hostname or "huggingface.co"
+    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in constants.ENV_VARS_TRUE_VALUES
+    if offline or constants.HF_HUB_OFFLINE:
+        raise OSError(f"hub offline (HF_HUB_OFFLINE) and {name!r} is neither a local folder nor cached")
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
     except OSError:

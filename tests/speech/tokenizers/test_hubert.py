@@ -161,10 +161,37 @@ def test_constructor_errors(model_dir: Path) -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_batch_units_match_cpu_alone(model_dir: Path, centroids: KMeans) -> None:
-    """On the GPU (model and k-means on device) a batch of 16 gives each file's units alone."""
-    gpu = HubertTokenizer(model_dir, layer=LAYER, kmeans=centroids, device="cuda", dedup=False)
-    assert gpu.kmeans.device.type == "cuda"
-    wavs = random_wavs(16, seed=16)
-    batched = gpu.encode_batch(wavs)
-    for wav, (units, _) in zip(wavs, batched, strict=True):
-        assert np.array_equal(units, gpu.encode(wav)[0])
+    """A batch of 16 on the GPU (model and k-means on device) gives each file's CPU features and units."""
+    # Plain float32 on the GPU too (no TF32 convolutions or matmuls): only the summation order differs.
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        cpu = HubertTokenizer(model_dir, layer=LAYER, kmeans=centroids, dedup=False)
+        gpu = HubertTokenizer(model_dir, layer=LAYER, kmeans=centroids, device="cuda", dedup=False)
+        assert gpu.kmeans.device.type == "cuda" and cpu.kmeans.device.type == "cpu"
+        wavs = random_wavs(16, seed=16)
+        gpu_features = gpu.features(wavs)
+        batched = gpu.encode_batch(wavs)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    c = centroids.centroids.double()
+    for wav, features, (units, durations) in zip(wavs, gpu_features, batched, strict=True):
+        assert features.device.type == "cuda"
+        alone = cpu.features([wav])[0]
+        assert alone.device.type == "cpu" and len(alone) == cpu.features.num_frames(len(wav))
+        torch.testing.assert_close(features.cpu(), alone, rtol=1e-4, atol=1e-4)
+        cpu_units, cpu_durations = cpu.encode(wav)
+        assert np.array_equal(cpu_units, centroids.assign(alone).numpy())
+        assert np.array_equal(durations, cpu_durations) and len(units) == len(cpu_units)
+        # Equal units, except where the features' own difference can explain a flip: moving x by dx
+        # changes the score gap of centroids i, j by at most 2 |dx| |c_i - c_j| (plus float32 rounding
+        # of the scores), so only a CPU near tie within that bound may give the GPU another unit.
+        scores = (c**2).sum(dim=1) - 2 * alone.double() @ c.T
+        shift = (features.cpu().double() - alone.double()).norm(dim=1)
+        for frame in np.flatnonzero(units != cpu_units):
+            i, j = int(cpu_units[frame]), int(units[frame])
+            gap = float(scores[frame, j] - scores[frame, i])
+            bound = 2 * float(shift[frame]) * float((c[i] - c[j]).norm()) + 1e-5 * float(
+                scores[frame].abs().max()
+            )
+            assert abs(gap) <= bound, f"frame {frame}: unit {j} on the GPU, {i} on the CPU, not a near tie"
