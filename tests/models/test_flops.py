@@ -125,3 +125,29 @@ def test_cuda_peak_uses_the_device_name_and_tf32_setting(monkeypatch: pytest.Mon
         assert peak_flops(cuda, torch.float32) == 156e12
     finally:
         torch.set_float32_matmul_precision(previous)
+
+
+class _StepClock:
+    """A perf_counter that advances a fixed step per call (two calls time one GEMM)."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def perf_counter(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("gemm_seconds", "expected_side"),
+    [(0.25, 256), (0.001, 1024)],  # slow dtype: stop at the first side; fast: grow to the maximum
+)
+def test_cpu_peak_gemm_grows_only_while_a_gemm_is_quick(
+    monkeypatch: pytest.MonkeyPatch, gemm_seconds: float, expected_side: int
+) -> None:
+    from slamming.models import flops
+
+    monkeypatch.setattr(flops, "_CPU_PEAK_CACHE", {})
+    monkeypatch.setattr(flops, "time", _StepClock(gemm_seconds))
+    peak = flops.measure_cpu_peak_flops(torch.float32, size=1024, repeats=3, target_seconds=0.05)
+    assert peak == 2.0 * expected_side**3 / gemm_seconds

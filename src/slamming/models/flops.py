@@ -127,17 +127,25 @@ def peak_flops_for_device_name(name: str, dtype: torch.dtype | str) -> float | N
     return None
 
 
-def measure_cpu_peak_flops(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 5) -> float:
+def measure_cpu_peak_flops(
+    dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 5, target_seconds: float = 0.05
+) -> float:
     """Measure the CPU's matmul FLOP/s in this process, as the best of ``repeats`` timed GEMMs.
 
     A datasheet number for a CPU depends on the cores we are given and on the clock under load, so we
     measure what ``torch.mm`` achieves here with the current ``torch.get_num_threads()``. Taking the
     best of several runs approximates the peak; the result is cached per (dtype, size, threads).
 
+    The side of the square matrices grows from 256 by doubling up to ``size`` while one GEMM takes
+    less than ``target_seconds``: large enough to reach the peak where the dtype is fast, and cheap
+    where it is emulated. (A 2048² bf16 GEMM takes ~100 s on an AVX2-only CPU without native bf16,
+    which stalled the start of every bf16-mixed CPU fit for minutes: docs/perf-log.md, 2026-12-02.)
+
     Args:
         dtype: Matmul dtype.
-        size: Side of the square matrices (2·size³ FLOPs per GEMM).
-        repeats: Number of timed GEMMs after one warm-up.
+        size: Largest side of the square matrices (2·side³ FLOPs per GEMM).
+        repeats: Number of timed GEMMs at the chosen side after the sizing runs.
+        target_seconds: A GEMM this long is large enough to measure.
 
     Returns:
         Peak FLOP/s.
@@ -146,16 +154,23 @@ def measure_cpu_peak_flops(dtype: torch.dtype = torch.float32, size: int = 2048,
     if key in _CPU_PEAK_CACHE:
         return _CPU_PEAK_CACHE[key]
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=generator).to(dtype)
-    b = torch.randn(size, size, generator=generator).to(dtype)
-    out = torch.empty(size, size, dtype=dtype)
-    torch.mm(a, b, out=out)  # warm-up: allocator, thread pool, kernel selection
-    best = float("inf")
-    for _ in range(max(1, repeats)):
+    side = min(256, size)
+    while True:
+        a = torch.randn(side, side, generator=generator).to(dtype)
+        b = torch.randn(side, side, generator=generator).to(dtype)
+        out = torch.empty(side, side, dtype=dtype)
+        torch.mm(a, b, out=out)  # warm-up: allocator, thread pool, kernel selection
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = time.perf_counter() - start
+        if best >= target_seconds or side >= size:
+            break
+        side = min(2 * side, size)
+    for _ in range(max(1, repeats) - 1):
         start = time.perf_counter()
         torch.mm(a, b, out=out)
         best = min(best, time.perf_counter() - start)
-    result = 2.0 * size**3 / max(best, 1e-9)
+    result = 2.0 * side**3 / max(best, 1e-9)
     _CPU_PEAK_CACHE[key] = result
     return result
 
