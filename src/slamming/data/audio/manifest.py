@@ -23,8 +23,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import Any
 
 from slamming.errors import SlammingError
 
@@ -124,24 +126,32 @@ def _read_tsv(manifest: Path) -> list[ManifestEntry]:
     return entries
 
 
-def _read_jsonl(manifest: Path) -> list[ManifestEntry]:
-    entries = []
-    with manifest.open(encoding="utf-8") as handle:
+def jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    """``(where, value)`` for each non-blank line of a strict jsonl file (``where`` = ``file:line``).
+
+    Raises:
+        SlammingError: a line that is not valid JSON, naming the file and line.
+    """
+    with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            where = f"{manifest}:{number}"
+            where = f"{path}:{number}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise SlammingError(f"{where}: not valid JSON ({err.msg}); fix or remove the line") from err
-            if not isinstance(row, dict):
-                raise SlammingError(
-                    f'{where}: expected an object like {{"path": "a.wav"}}, got {line.strip()}'
-                )
-            entries.append(
-                _entry(manifest.parent, row.get("path"), row.get("duration"), row.get("text"), where)
+                raise SlammingError(f"{where}: not valid JSON ({err.msg}); fix or remove the line") from None
+            yield where, row
+
+
+def _read_jsonl(manifest: Path) -> list[ManifestEntry]:
+    entries = []
+    for where, row in jsonl_rows(manifest):
+        if not isinstance(row, dict):
+            raise SlammingError(
+                f'{where}: expected an object like {{"path": "a.wav"}}, got {json.dumps(row)}'
             )
+        entries.append(_entry(manifest.parent, row.get("path"), row.get("duration"), row.get("text"), where))
     return entries
 
 

@@ -26,7 +26,7 @@ import lightning.pytorch as pl
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from slamming.data.audio.manifest import read_manifest
+from slamming.data.audio.manifest import jsonl_rows, read_manifest
 from slamming.data.corpus.format import UnitCorpus
 from slamming.errors import SlammingError
 from slamming.speech.audio import read_audio
@@ -45,25 +45,17 @@ def read_unit_prompts(path: Path) -> list[tuple[str, np.ndarray]]:
     """
     prompts: list[tuple[str, np.ndarray]] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise SlammingError(f"{where}: not valid JSON ({err.msg}); fix or remove the line") from None
-            if not isinstance(row, dict) or not isinstance(row.get("id"), str | int) or "units" not in row:
-                raise SlammingError(f'{where}: expected {{"id": "...", "units": [3, 17, ...]}}; fix the line')
-            units = row["units"]
-            if not isinstance(units, list) or not all(isinstance(u, int) and u >= 0 for u in units):
-                raise SlammingError(f"{where}: units must be a list of integers >= 0 (raw units 0..K-1)")
-            ident = str(row["id"])
-            if ident in seen:
-                raise SlammingError(f"{where}: id {ident!r} appears twice; give every prompt its own id")
-            seen.add(ident)
-            prompts.append((ident, np.asarray(units, dtype=np.int64)))
+    for where, row in jsonl_rows(path):
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str | int) or "units" not in row:
+            raise SlammingError(f'{where}: expected {{"id": "...", "units": [3, 17, ...]}}; fix the line')
+        units = row["units"]
+        if not isinstance(units, list) or not all(isinstance(u, int) and u >= 0 for u in units):
+            raise SlammingError(f"{where}: units must be a list of integers >= 0 (raw units 0..K-1)")
+        ident = str(row["id"])
+        if ident in seen:
+            raise SlammingError(f"{where}: id {ident!r} appears twice; give every prompt its own id")
+        seen.add(ident)
+        prompts.append((ident, np.asarray(units, dtype=np.int64)))
     if not prompts:
         raise SlammingError(f'{path} holds no prompts; add lines like {{"id": "a", "units": [3, 17]}}')
     return prompts
