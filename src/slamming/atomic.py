@@ -140,13 +140,34 @@ def check_replaceable(
 class StagedWriter(abc.ABC):
     """A writer whose output appears on :meth:`close` and vanishes on :meth:`abort`.
 
-    Used as a context manager, a clean exit closes (commits) and an exception aborts (discards),
-    so an interrupted build never leaves a half-written result under the final name.
+    Subclasses stage everything in a hidden place, set ``path`` (the final name) and ``_closed =
+    False``, and implement :meth:`_commit` (finish and move the result to ``path``) and
+    :meth:`abort`. Used as a context manager, a clean exit closes (commits) and an exception aborts
+    (discards), so an interrupted build never leaves a half-written result under the final name.
     """
 
-    @abc.abstractmethod
+    path: Path
+    _closed: bool
+
     def close(self) -> Path:
-        """Finish writing and move the result to its final name; returns that path."""
+        """Commit once (a second call does nothing); a failed commit discards everything and re-raises.
+
+        Returns:
+            :attr:`path`.
+        """
+        if self._closed:
+            return self.path
+        try:
+            self._commit()
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        return self.path
+
+    @abc.abstractmethod
+    def _commit(self) -> None:
+        """Finish writing and move the result to :attr:`path`."""
 
     @abc.abstractmethod
     def abort(self) -> None:

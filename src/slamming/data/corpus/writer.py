@@ -268,69 +268,58 @@ class CorpusWriter(StagedWriter):
                 self._sha256[file.name] = file.close()
         self._tokens = self._durations = None
 
-    def close(self) -> Path:
-        """Finish the corpus and rename it to :attr:`path`; a second call does nothing.
-
-        Returns:
-            The corpus path.
+    def _commit(self) -> None:
+        """Finish the corpus and rename it to :attr:`path` (run once by :meth:`close`).
 
         Raises:
             CorpusError: No document was added, or ``path`` appeared meanwhile. Nothing is written then.
         """
-        if self._closed:
-            return self.path
-        try:
-            if self.num_documents == 0:
-                raise CorpusError(f"no documents were added to {self.path}; an empty corpus is not written")
-            self._finish_shard()
-            optional = (
-                (self._text, self._num_text),
-                (self._sources, self._num_sources),
-                (self._words, self._num_words),
-            )
-            for file, count in optional:
-                digest = file.close()
-                if count:
-                    self._sha256[file.name] = digest
-                else:  # no document has one: the optional file is left out
-                    (self._tmp / file.name).unlink()
-            np.save(self._tmp / "offsets.npy", np.frombuffer(self._offsets, dtype=np.int64))
-            self._sha256["offsets.npy"] = sha256_file(self._tmp / "offsets.npy")
-            meta = {
-                "format_version": FORMAT_VERSION,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "tokenizer": self.tokenizer,
-                "num_units": self.num_units,
-                "num_documents": self.num_documents,
-                "num_tokens": self.num_tokens,
-                "hours": frames_to_hours(self._frames if self._has_durations else None, self.tokenizer),
-                "has_durations": bool(self._has_durations),
-                "has_text": self._num_text > 0,
-                "has_sources": self._num_sources > 0,
-                "has_words": self._num_words > 0,
-                "shards": self._shards,
-                "sha256": dict(sorted(self._sha256.items())),
-            }
-            (self._tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-            # Checked again: the target may have appeared while we wrote, and renaming a directory
-            # onto an empty one would silently succeed on POSIX.
-            check_replaceable(
-                self.path, self.overwrite, marker="meta.json", kind="a slamming corpus", error=CorpusError
-            )
-            if self.path.exists():
-                # A directory cannot be renamed onto a non-empty one: move the old corpus aside first,
-                # so the path holds the old or the new corpus, never a mix.
-                old = self.path.parent / f".{self.path.name}.old-{secrets.token_hex(4)}"
-                os.replace(self.path, old)
-                os.replace(self._tmp, self.path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(self._tmp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-        self._closed = True
-        return self.path
+        if self.num_documents == 0:
+            raise CorpusError(f"no documents were added to {self.path}; an empty corpus is not written")
+        self._finish_shard()
+        optional = (
+            (self._text, self._num_text),
+            (self._sources, self._num_sources),
+            (self._words, self._num_words),
+        )
+        for file, count in optional:
+            digest = file.close()
+            if count:
+                self._sha256[file.name] = digest
+            else:  # no document has one: the optional file is left out
+                (self._tmp / file.name).unlink()
+        np.save(self._tmp / "offsets.npy", np.frombuffer(self._offsets, dtype=np.int64))
+        self._sha256["offsets.npy"] = sha256_file(self._tmp / "offsets.npy")
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "tokenizer": self.tokenizer,
+            "num_units": self.num_units,
+            "num_documents": self.num_documents,
+            "num_tokens": self.num_tokens,
+            "hours": frames_to_hours(self._frames if self._has_durations else None, self.tokenizer),
+            "has_durations": bool(self._has_durations),
+            "has_text": self._num_text > 0,
+            "has_sources": self._num_sources > 0,
+            "has_words": self._num_words > 0,
+            "shards": self._shards,
+            "sha256": dict(sorted(self._sha256.items())),
+        }
+        (self._tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        # Checked again: the target may have appeared while we wrote, and renaming a directory
+        # onto an empty one would silently succeed on POSIX.
+        check_replaceable(
+            self.path, self.overwrite, marker="meta.json", kind="a slamming corpus", error=CorpusError
+        )
+        if self.path.exists():
+            # A directory cannot be renamed onto a non-empty one: move the old corpus aside first,
+            # so the path holds the old or the new corpus, never a mix.
+            old = self.path.parent / f".{self.path.name}.old-{secrets.token_hex(4)}"
+            os.replace(self.path, old)
+            os.replace(self._tmp, self.path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
         """Discard everything written so far; :attr:`path` is left as it was."""

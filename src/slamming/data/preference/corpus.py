@@ -129,35 +129,27 @@ class PreferenceCorpusWriter(StagedWriter):
             )
         return index
 
-    def close(self) -> Path:
+    def _commit(self) -> None:
         """Finish the three sides, write ``preference.json`` and move the corpus into place."""
-        if self._closed:
-            return self.path
-        try:
-            if self.num_triples == 0:
-                raise CorpusError(
-                    f"no triples were added to {self.path}; an empty preference corpus is not written"
-                )
-            for writer in self._writers.values():
-                writer.close()
-            meta = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "num_triples": self.num_triples,
-                "tokenizer": self.tokenizer,
-                "num_units": self.num_units,
-                "sides_meta_sha256": {side: _meta_sha256(self._tmp / side) for side in SIDES},
-                "info": self.info,
-            }
-            (self._tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-            if self.path.exists():
-                raise CorpusError(f"{self.path} appeared while it was being written; nothing was replaced")
-            os.replace(self._tmp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-        self._closed = True
-        return self.path
+        if self.num_triples == 0:
+            raise CorpusError(
+                f"no triples were added to {self.path}; an empty preference corpus is not written"
+            )
+        for writer in self._writers.values():
+            writer.close()
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "num_triples": self.num_triples,
+            "tokenizer": self.tokenizer,
+            "num_units": self.num_units,
+            "sides_meta_sha256": {side: _meta_sha256(self._tmp / side) for side in SIDES},
+            "info": self.info,
+        }
+        (self._tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if self.path.exists():
+            raise CorpusError(f"{self.path} appeared while it was being written; nothing was replaced")
+        os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
         """Discard everything written so far."""
