@@ -6,12 +6,20 @@ Two callbacks are always present and configured at the top level of a config: ``
 (:class:`~slamming.callbacks.throughput.Throughput`). The number of units and the context length
 are linked from the data to the model, never typed twice.
 
+On a CPU, ``bf16-mixed`` pays only where the CPU multiplies bf16 natively (AVX-512-bf16, AMX); where
+it emulates bf16, autocast makes every step several times slower (docs/perf-log.md, 2026-12-02).
+Before the classes are built, a ``bf16-mixed`` run on the CPU therefore measures both GEMM rates
+(about two seconds, reused by the throughput callback) and trains in ``32-true`` when bf16 is the
+slower of the two, saying so in one line. ``SLAMMING_KEEP_PRECISION=1`` keeps the config's choice.
+
 Importing this module imports Lightning (seconds), so :mod:`slamming.cli` imports it only when a
 Lightning command runs.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +30,35 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from slamming.callbacks.budget import ComputeBudget
 from slamming.callbacks.throughput import Throughput
+from slamming.models.flops import measure_cpu_peak_flops
+
+log = logging.getLogger(__name__)
+
+#: Set to 1 to keep a config's bf16-mixed on a CPU that emulates bf16.
+KEEP_PRECISION_ENV = "SLAMMING_KEEP_PRECISION"
+
+
+def cpu_precision(precision: str, bf16_flops: float, fp32_flops: float) -> str:
+    """The precision a CPU run should use: bf16 autocast only where bf16 GEMMs beat fp32 ones.
+
+    Args:
+        precision: the configured ``trainer.precision``.
+        bf16_flops: the measured bf16 matmul rate of this CPU (FLOP/s).
+        fp32_flops: the measured fp32 matmul rate of this CPU (FLOP/s).
+
+    Returns:
+        ``"32-true"`` for a ``bf16-mixed`` run on a CPU whose bf16 rate is below its fp32 rate,
+        otherwise ``precision`` unchanged (``bf16-true`` asks for bf16 weights, and is kept).
+    """
+    if str(precision) in ("bf16-mixed", "bf16") and bf16_flops < fp32_flops:
+        return "32-true"
+    return precision
+
+
+def _runs_on_cpu(accelerator: Any) -> bool:
+    if accelerator == "cpu":
+        return True
+    return accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
 class SlammingCLI(LightningCLI):
@@ -44,6 +81,25 @@ class SlammingCLI(LightningCLI):
         if self._subcommand in (None, "fit", "validate", "test"):
             parser.link_arguments("data.num_units", "model.init_args.num_units", apply_on="instantiate")
             parser.link_arguments("data.init_args.context_length", "model.init_args.context_length")
+
+    def before_instantiate_classes(self) -> None:
+        """Train a CPU run in fp32 where this CPU emulates bf16 (see the module docstring)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config["trainer"]
+        precision = trainer["precision"]
+        if os.environ.get(KEEP_PRECISION_ENV) == "1" or not _runs_on_cpu(trainer["accelerator"]):
+            return
+        if str(precision) not in ("bf16-mixed", "bf16"):
+            return
+        bf16, fp32 = measure_cpu_peak_flops(torch.bfloat16), measure_cpu_peak_flops(torch.float32)
+        chosen = cpu_precision(precision, bf16, fp32)
+        if chosen != precision:
+            trainer["precision"] = chosen
+            log.info(
+                f"trainer.precision {precision} -> {chosen}: this CPU multiplies bf16 at {bf16 / 1e9:.1f} "
+                f"GFLOP/s against {fp32 / 1e9:.1f} GFLOP/s in fp32 (no native bf16), so bf16 autocast would "
+                f"slow every step; {KEEP_PRECISION_ENV}=1 keeps {precision}"
+            )
 
 
 def run_lightning(args: Sequence[str] | None) -> SlammingCLI:
