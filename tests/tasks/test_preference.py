@@ -10,7 +10,7 @@ from slamming.tasks.preference import concatenated_logprobs
 from slamming.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 
 
-def _side(prompts: list[list[int]], completions: list[list[int]]) -> dict[str, torch.Tensor]:
+def preference_side(prompts: list[list[int]], completions: list[list[int]]) -> dict[str, torch.Tensor]:
     """Right-padded ``<S> prompt completion <S>`` rows; only the completion (and its <S>) is scored."""
     rows = [[BOS_ID, *p, *c, EOS_ID] for p, c in zip(prompts, completions, strict=True)]
     length = max(len(r) for r in rows) - 1
@@ -34,8 +34,8 @@ def _model(seed: int) -> Qwen2ForCausalLM:
 def test_concatenated_forward_equals_two_forwards() -> None:
     model = _model(0)
     prompts = [[5, 6, 7], [8, 9]]
-    chosen = _side(prompts, [[10, 11, 12, 13], [14]])
-    rejected = _side(prompts, [[15, 16], [17, 18, 19, 20, 21, 22]])
+    chosen = preference_side(prompts, [[10, 11, 12, 13], [14]])
+    rejected = preference_side(prompts, [[15, 16], [17, 18, 19, 20, 21, 22]])
     with torch.no_grad():
         c, r = concatenated_logprobs(model, chosen, rejected)
         alone_c, _ = sequence_logprobs(

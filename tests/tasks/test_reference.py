@@ -18,7 +18,8 @@ from slamming.tasks.reference import (
     load_reference,
     save_reference,
 )
-from slamming.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
+from slamming.vocab import BOS_ID, EOS_ID
+from tests.tasks.test_preference import preference_side
 
 KEY = ReferenceKey(model="a1b2c3d4e5f60718", data="d" * 64, precision="32-true")
 CHOSEN = [-1.5, -2.25, -40.0, -0.125]
@@ -115,20 +116,6 @@ def test_corrupt_truncated_or_foreign_files_are_refused(tmp_path: Path) -> None:
         load_reference(tmp_path / "missing.pt", KEY, 4)
 
 
-def _side(prompts: list[list[int]], completions: list[list[int]]) -> dict[str, torch.Tensor]:
-    """Right-padded ``<S> prompt completion <S>`` inputs; labels only on the completion and its ``<S>``."""
-    rows = [[BOS_ID, *p, *c, EOS_ID] for p, c in zip(prompts, completions, strict=True)]
-    length = max(len(r) for r in rows) - 1
-    ids = torch.full((len(rows), length), PAD_ID)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    labels = torch.full((len(rows), length), IGNORE_INDEX)
-    for i, (row, p) in enumerate(zip(rows, prompts, strict=True)):
-        ids[i, : len(row) - 1] = torch.tensor(row[:-1])
-        mask[i, : len(row) - 1] = 1
-        labels[i, len(p) : len(row) - 1] = torch.tensor(row[len(p) + 1 :])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
 @torch.no_grad()
 def _alone(model: torch.nn.Module, prompt: list[int], completion: list[int]) -> float:
     """Summed log p of completion + <S> given <S> prompt, one unpadded sequence."""
@@ -148,8 +135,8 @@ def test_precompute_fills_every_triple_by_index_and_refuses_gaps() -> None:
         items = [triples[i] for i in indices]
         return {
             "index": torch.tensor(indices),
-            "chosen": _side([p for p, _, _ in items], [c for _, c, _ in items]),
-            "rejected": _side([p for p, _, _ in items], [r for _, _, r in items]),
+            "chosen": preference_side([p for p, _, _ in items], [c for _, c, _ in items]),
+            "rejected": preference_side([p for p, _, _ in items], [r for _, _, r in items]),
         }
 
     # Batches out of order: each value lands at its triple's index.
