@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -73,3 +74,16 @@ def test_paper_dpo_recipe_values() -> None:
     assert data["source"] == "swag" and data["max_auto_bleu"] == 0.3
     assert cfg["budget"]["max_gpu_hours"] == 24.0 and cfg["budget"]["max_run_gpu_hours"] == 0.5
     assert "runs/slam/" in model["init_from"]  # the pretraining result of configs/pretrain.yaml
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=str)
+def test_config_names_slamming_classes_by_their_short_stable_paths(path: Path) -> None:
+    # `slamming.<package>.<Class>`: the packages re-export their public classes, so modules can move
+    # without breaking users' YAML files. Commented examples count too.
+    paths = re.findall(r"class_path:\s*(slamming\.[\w.]+)", path.read_text())
+    for dotted in paths:
+        package, _, name = dotted.rpartition(".")
+        assert package.count(".") == 1, (
+            f"{path}: {dotted} is not a short class path (slamming.<package>.<Class>)"
+        )
+        assert isinstance(getattr(importlib.import_module(package), name), type), dotted
