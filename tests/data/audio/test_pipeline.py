@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from slamming.data.audio import pipeline as audio_pipeline
+from slamming.data.audio.decode import AudioFileDecoder
 from slamming.data.audio.pipeline import AudioManifestDataModule, segment_bounds
 from slamming.errors import SlammingError
 
@@ -144,13 +144,13 @@ def test_tsv_and_jsonl_manifests_with_relative_paths(audio_dir: dict[str, Any], 
 def test_skip_ids_are_not_decoded(audio_dir: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     root, expected = audio_dir["root"], audio_dir["expected"]
     decoded: list[str] = []
-    real = audio_pipeline.read_audio
+    real = AudioFileDecoder.__call__
 
-    def counting(path: str, sample_rate: int) -> torch.Tensor:
+    def counting(self: AudioFileDecoder, path: str) -> torch.Tensor:
         decoded.append(Path(path).relative_to(root).as_posix())
-        return real(path, sample_rate)
+        return real(self, path)
 
-    monkeypatch.setattr(audio_pipeline, "read_audio", counting)
+    monkeypatch.setattr(AudioFileDecoder, "__call__", counting)
     done = {"a_mono16k.wav", "long.flac#0", "long.flac#1", "long.flac#2", "not/in/manifest.wav"}
     dm = AudioManifestDataModule(str(root), skip_ids=done)
     ids = [i for i, *_ in _items(dm.predict_dataloader())]
@@ -205,3 +205,14 @@ def test_lightning_predict_yields_every_item_once_per_call(audio_dir: dict[str, 
         out = trainer.predict(_Ids(), datamodule=dm)
         assert Counter(i for ids in out for i in ids) == Counter(list(expected))
     assert len(dm.bad_files) == 2
+
+
+def test_native_decoding_hands_out_the_soundfile_samples(audio_dir: dict[str, Any]) -> None:
+    """fairseq2's AudioDecoder (WAV/FLAC) and soundfile give the same items, bit for bit, and bad files."""
+    root = audio_dir["root"]
+    native = AudioManifestDataModule(str(root), batch_size=3)
+    plain = AudioManifestDataModule(str(root), batch_size=3, native_decoding=False)
+    a, b = _items(native.predict_dataloader()), _items(plain.predict_dataloader())
+    assert [x[:3] for x in a] == [x[:3] for x in b] and len(a) == len(audio_dir["expected"])
+    assert all(torch.equal(x[3], y[3]) for x, y in zip(a, b, strict=True))
+    assert native.bad_files == plain.bad_files and len(native.bad_files) == 2

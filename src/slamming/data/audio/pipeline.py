@@ -5,10 +5,16 @@
 
     read_sequence(manifest entries) -> shard(rank, world_size, allow_uneven=True)
       -> filter(not already done)          # skip_ids, checked from the header, no decoding
-      -> map(decode, num_parallel_calls)   # soundfile via slamming.speech.audio: mono, resampled
+      -> map(decode, num_parallel_calls)   # WAV/FLAC: fairseq2's AudioDecoder; others: soundfile
       -> filter(decoded and long enough)   # bad and short files are recorded and counted
       -> yield_from(cut into windows)      # ids "<rel>" or "<rel>#<segment>"
       -> bucket(batch_size) | bucket_by_length(max_batch_seconds) -> map(collate) -> prefetch
+
+Decoding is :class:`~slamming.data.audio.decode.AudioFileDecoder`: fairseq2's native decoder for WAV
+and FLAC, :func:`slamming.speech.audio.read_audio` (soundfile) for other formats and for every file
+the native path cannot vouch for; both give the same samples (``bench/audio_bench.py`` checks them,
+and measured the native path faster: docs/perf-log.md, 2026-12-02). Mono mixing and resampling to
+``sample_rate`` are the same code on both paths.
 
 Sharding happens on manifest entries, before decoding, so each rank decodes only its own files
 and every segment of a file lands on the same rank; ranks get disjoint shares whose union is the
@@ -41,9 +47,9 @@ import lightning.pytorch as pl
 import soundfile as sf
 from fairseq2.data.data_pipeline import DataPipeline, read_sequence
 
+from slamming.data.audio.decode import AudioFileDecoder
 from slamming.data.audio.manifest import ManifestEntry, read_manifest
 from slamming.errors import AudioError, SlammingError
-from slamming.speech.audio import read_audio
 
 __all__ = ["AudioBatches", "AudioManifestDataModule", "segment_bounds"]
 
@@ -143,6 +149,8 @@ class AudioManifestDataModule(pl.LightningDataModule):
             holds at most this much audio (needs ``max_seconds``; at least ``max_seconds +
             min_seconds``). Batches then mix manifest order.
         num_parallel_calls: files decoded in parallel.
+        native_decoding: decode WAV and FLAC with fairseq2's ``AudioDecoder`` (same samples, less
+            CPU); False reads every file with soundfile.
         prefetch: batches prepared ahead.
         skip_ids: ids finished by an earlier run; they are neither decoded nor handed out (a file is
             not decoded when all of its segment ids are listed).
@@ -159,6 +167,7 @@ class AudioManifestDataModule(pl.LightningDataModule):
         batch_size: int = 8,
         max_batch_seconds: float | None = None,
         num_parallel_calls: int = 2,
+        native_decoding: bool = True,
         prefetch: int = 2,
         skip_ids: Iterable[str] | None = None,
         rank: int = 0,
@@ -190,6 +199,8 @@ class AudioManifestDataModule(pl.LightningDataModule):
         self.batch_size = int(batch_size)
         self.max_batch_seconds = max_batch_seconds
         self.num_parallel_calls = int(num_parallel_calls)
+        self.native_decoding = bool(native_decoding)
+        self._decoder: AudioFileDecoder | None = None  # made with the pipeline (it holds fairseq2 objects)
         self.prefetch = int(prefetch)
         self.skip_ids = frozenset(skip_ids or ())
         self.rank, self.world_size = rank, world_size
@@ -246,7 +257,8 @@ class AudioManifestDataModule(pl.LightningDataModule):
     def _decode(self, item: dict[str, Any]) -> dict[str, Any] | None:
         """Decode one file; None (recorded with its reason) for bad or too short files."""
         try:
-            wav = read_audio(item["path"], self.sample_rate)
+            assert self._decoder is not None  # made by build_pipeline
+            wav = self._decoder(item["path"])
         except AudioError as err:
             self._bad[item["path"]] = (item["order"], str(err))
             return None
@@ -299,6 +311,8 @@ class AudioManifestDataModule(pl.LightningDataModule):
     def build_pipeline(self, rank: int, world_size: int) -> DataPipeline:
         """The fairseq2 pipeline for one rank's shard (see the module docstring)."""
         items = [{"order": i, "path": str(e.path), "rel": e.rel} for i, e in enumerate(self.entries)]
+        if self._decoder is None:
+            self._decoder = AudioFileDecoder(self.sample_rate, native=self.native_decoding)
         builder = read_sequence(items).shard(rank, world_size, allow_uneven=True)
         if self.skip_ids:
             builder = builder.filter(self._not_done)

@@ -18,8 +18,7 @@ from slamming.errors import AudioError, SlammingError
 from slamming.speech.audio import read_audio
 from slamming.speech.hubert import HubertFeatures
 from slamming.speech.kmeans import KMeans
-from slamming.speech.kmeans_import import load_kmeans
-from slamming.speech.tokenizers import HubertTokenizer, MFCCTokenizer
+from slamming.speech.tokenizers import HubertTokenizer, MFCCTokenizer, hubert_from_kmeans
 from slamming.speech.tokenizers.base import CONFIG_FILE
 
 
@@ -117,10 +116,11 @@ def tokenizer_from_kmeans(
 ) -> dict[str, Any]:
     """Save a HuBERT tokeniser made of ``model`` and a community k-means file (e.g. ``…_km500.bin``).
 
-    ``out`` is refused if it already holds a tokeniser, unless ``overwrite``.
+    ``out`` is refused if it already holds a tokeniser, unless ``overwrite``. The tokeniser is
+    :func:`~slamming.speech.tokenizers.spec.hubert_from_kmeans`'s, as for a config's
+    :class:`~slamming.speech.tokenizers.spec.HubertTokenizerSpec`, so both give the same folder.
     """
     _check_out(out, overwrite)
-    centroids = load_kmeans(kmeans, trust_pickle=trust_pickle, device=device)
-    tokenizer = HubertTokenizer(model, layer=layer, kmeans=centroids, device=device)
+    tokenizer = hubert_from_kmeans(model, kmeans, layer, trust_pickle=trust_pickle, device=device)
     tokenizer.save(Path(out), overwrite=overwrite)
     return {"identity": tokenizer.identity}

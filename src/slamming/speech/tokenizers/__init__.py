@@ -4,6 +4,8 @@
   the :class:`UnitTokenizer` protocol.
 - :mod:`.mfcc`: :class:`MFCCTokenizer`, the embedded, download-free tokeniser.
 - :mod:`.hubert`: :class:`HubertTokenizer`, HuBERT layer features quantised by k-means (the paper's).
+- :mod:`.spec`: :class:`HubertTokenizerSpec`, a HuBERT tokeniser named by model, layer and k-means
+  file, made into a folder once (configs/tokenize.yaml), and :func:`hubert_from_kmeans`.
 """
 
 from slamming.exports import lazy_exports
@@ -18,6 +20,8 @@ _NAMES = {
     "NORMALIZATIONS": ".mfcc",
     "MFCCTokenizer": ".mfcc",
     "HubertTokenizer": ".hubert",
+    "HubertTokenizerSpec": ".spec",
+    "hubert_from_kmeans": ".spec",
 }
 __all__ = list(_NAMES)
 __getattr__, __dir__ = lazy_exports(__name__, _NAMES)
