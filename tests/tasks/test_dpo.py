@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import get_inverse_sqrt_schedule
 
 import slamming.callbacks.budget
 from slamming.callbacks.budget import STOP_CHECKPOINT_NAME, ComputeBudget
@@ -348,3 +350,116 @@ def test_two_process_ddp_dpo_shares_one_reference_cache(
     assert "held-out preference accuracy (16 pairs)" in proc.stderr + proc.stdout
     child = ComputeBudget.read_consumed(run / "checkpoints" / "last.ckpt")
     assert child["world_size"] == 2
+
+
+def _lrs_after(
+    scheduler: torch.optim.lr_scheduler.LRScheduler, steps: tuple[int, ...]
+) -> dict[int, list[float]]:
+    """Every group's learning rate after ``n`` optimizer + scheduler steps, for each ``n`` in ``steps``."""
+    seen: dict[int, list[float]] = {}
+    for n in range(1, max(steps) + 1):
+        scheduler.optimizer.step()  # no gradients: the weights stay; the call order is Lightning's
+        scheduler.step()
+        if n in steps:
+            seen[n] = [group["lr"] for group in scheduler.optimizer.param_groups]
+    return seen
+
+
+def test_dpo_learning_rate_is_the_authors_inverse_sqrt_at_steps_1_100_813(tmp_path: Path) -> None:
+    """slamkit's DPO: lr 5e-5, Hugging Face inverse sqrt with warmup (and time scale) 100."""
+    module = DPOAlignment(str(_tiny_folder(tmp_path / "m", seed=0)), num_units=K, context_length=64)
+    assert (module.hparams.schedule, module.hparams.warmup_steps, module.hparams.lr) == (
+        "inverse_sqrt",
+        100,
+        5e-5,
+    )
+    config = module.configure_optimizers()  # inverse_sqrt needs no trainer
+    assert config["lr_scheduler"]["interval"] == "step"
+    ours = _lrs_after(config["lr_scheduler"]["scheduler"], (1, 100, 813))
+    dummy = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=5e-5)
+    hf = _lrs_after(get_inverse_sqrt_schedule(dummy, num_warmup_steps=100), (1, 100, 813))
+    for n in (1, 100, 813):
+        assert ours[n] == [hf[n][0]] * 2, n  # both parameter groups, bit for bit
+    # Warmup s / 100: 5e-7 after one step; the peak at 100; then 5e-5 * sqrt(100 / s).
+    assert ours[1][0] == pytest.approx(5e-7, rel=1e-12)
+    assert ours[100][0] == pytest.approx(5e-5, rel=1e-12)
+    assert ours[813][0] == pytest.approx(5e-5 * math.sqrt(100 / 813), rel=1e-12)
+    assert ours[813][0] == pytest.approx(1.7536e-5, abs=5e-10)
+
+
+def test_dpo_cosine_and_constant_schedules(tmp_path: Path) -> None:
+    folder = str(_tiny_folder(tmp_path / "m", seed=0))
+    cosine = DPOAlignment(
+        folder, num_units=K, context_length=64, lr=1e-4, warmup_steps=2, schedule="cosine", min_lr=1e-5
+    )
+    # The horizon is the trainer's estimate of the optimizer steps (max_steps here); the budget's
+    # size_schedule may move it later through resize_schedule.
+    cosine.trainer = pl.Trainer(max_steps=10, max_epochs=-1, logger=False, accelerator="cpu")
+    schedule = cosine.configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert (schedule.lr_lambdas[0].total_steps, schedule.lr_lambdas[0].warmup_steps) == (10, 2)
+    # W = 2 of T = 10, floor 1e-5 / 1e-4 = 0.1: half way (step 6) 1e-4 * (0.1 + 0.9 / 2) = 5.5e-5.
+    lrs = _lrs_after(schedule, (1, 2, 6, 10, 12))
+    expected = {1: 1e-4, 2: 1e-4, 6: 5.5e-5, 10: 1e-5, 12: 1e-5}
+    assert {n: v[0] for n, v in lrs.items()} == pytest.approx(expected, rel=1e-12)
+    constant = DPOAlignment(
+        folder, num_units=K, context_length=64, lr=1e-4, warmup_steps=4, schedule="constant"
+    )
+    flat = constant.configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert flat.get_last_lr()[0] == pytest.approx(2.5e-5)  # step 0: (0 + 1) / 4 of the peak
+    assert {n: v[0] for n, v in _lrs_after(flat, (1, 3, 50)).items()} == pytest.approx(
+        {1: 5e-5, 3: 1e-4, 50: 1e-4}
+    )
+
+
+def test_dpo_unknown_schedule_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(
+        SlammingError, match=r"model.schedule must be one of inverse_sqrt, cosine, constant; got 'linear'"
+    ):
+        DPOAlignment(str(tmp_path / "never-loaded"), schedule="linear")
+
+
+def test_dpo_config_prints_the_authors_schedule_and_precision(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "configs/dpo.yaml", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    text = capsys.readouterr().out
+    assert (
+        "schedule: inverse_sqrt" in text and "warmup_steps: 100" in text and "precision: bf16-mixed" in text
+    )
+    printed = yaml.safe_load(text)
+    model = printed["model"]["init_args"]
+    assert (model["schedule"], model["warmup_steps"], model["dtype"]) == ("inverse_sqrt", 100, "float32")
+    assert printed["trainer"]["precision"] == "bf16-mixed" and printed["trainer"]["gradient_clip_val"] == 0.5
+
+
+def test_dpo_cosine_is_sized_by_the_compute_budget(
+    tmp_path: Path, pretrained: Path, preferences: dict, clock: FakeClock
+) -> None:
+    # DPO may use 0.0004 GPU-hours = 1.44 s of its own: 6 steps of 0.25 s on the fake clock. With
+    # size_schedule the budget measures 2 steps, then moves the cosine's end from max_steps to the
+    # step where the budget runs out, so the rate reaches its floor when the run stops.
+    peak, floor = 3e-3, 3e-4
+    path = dpo_config(tmp_path, pretrained, preferences, schedule="cosine", min_lr=floor)
+    cfg = yaml.safe_load(with_step_clock(path).read_text())
+    cfg["trainer"]["max_steps"] = 100000
+    cfg["budget"] = {
+        "max_gpu_hours": 1.0,
+        "max_run_gpu_hours": 0.0004,
+        "size_schedule": True,
+        "measure_steps": 2,
+        "resize_every_n_steps": 2,
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    main(["fit", "--config", str(path)])
+    run = tmp_path / "runs" / "dpo" / "version_0"
+    assert ComputeBudget.read_consumed(run / "checkpoints" / STOP_CHECKPOINT_NAME)["stop_step"] == 6
+    ckpt = torch.load(run / "checkpoints" / STOP_CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    schedule = ckpt["lr_schedulers"][0]["lr_lambdas"][0]
+    # Sized at step 2 to end at step 6 (2 steps done, 1.44 - 0.5 s left at 0.25 s/step); the
+    # warmup stays at its 2 steps. Decay over 4 steps: 0.1 + 0.45 (1 + cos(pi p)), p = (s - 2) / 4:
+    #   s = 3: p = 1/4 -> 0.1 + 0.45 * 1.7071068 = 0.8681981;  s = 4: p = 1/2 -> 0.55;
+    #   s = 5: p = 3/4 -> 0.1 + 0.45 * 0.2928932 = 0.2318019.
+    assert (schedule["total_steps"], schedule["warmup_steps"]) == (6, 2)
+    expected = {0: 0.5, 1: 1.0, 2: 1.0, 3: 0.8681981, 4: 0.55, 5: 0.2318019}
+    lr = _scalars(run, "train/lr")  # float32 in the event file
+    assert lr == pytest.approx({s: peak * f for s, f in expected.items()}, rel=1e-6)

@@ -31,6 +31,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from slamming.contracts import UnitData
 from slamming.errors import SlammingError
+from slamming.models.compiling import compile_or_eager
 from slamming.models.flops import count_params, transformer_flops_per_token
 from slamming.models.loading import load_unit_lm, resolve_newest, weights_fingerprint
 from slamming.speech.tokenizers import check_identity
@@ -43,7 +44,7 @@ from slamming.tasks.reference import (
     load_reference,
     save_reference,
 )
-from slamming.tasks.schedules import InverseSqrt
+from slamming.tasks.schedules import check_schedule, make_schedule
 from slamming.tasks.stage import OPTIMIZERS, UnitLMStage
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,21 @@ class DPOAlignment(UnitLMStage):
             training's); None: twice the data's batch size.
         optimizer: ``adamw`` or ``adamw8bit``.
         lr: Peak learning rate (the paper: 5e-5).
-        warmup_steps: Linear warmup steps of the inverse-square-root schedule.
+        warmup_steps: Linear warmup steps (the authors' runs: 100).
+        schedule: ``inverse_sqrt`` (the paper; Hugging Face's ``get_inverse_sqrt_schedule``, whose
+            time scale is the warmup: ``lr · step / warmup_steps``, so 0 for the first step, then
+            ``lr · sqrt(warmup_steps / step)``),
+            ``cosine`` (warmup, then cosine to ``min_lr`` at ``trainer.estimated_stepping_batches``,
+            a horizon ``budget.size_schedule`` can move) or ``constant`` (warmup, then flat).
+        min_lr: The ``cosine`` schedule's final learning rate.
         weight_decay: AdamW weight decay (not on biases, norms and embeddings).
         betas: AdamW betas.
         eps: AdamW epsilon.
         dtype: Cast the loaded weights (``float32``, ``bfloat16``); None keeps the stored dtype.
-        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``; None keeps the model's.
+            ``float32`` with ``trainer.precision: bf16-mixed`` trains fp32 master weights under bf16
+            autocast even from a bf16 pretraining checkpoint (the authors' DPO runs).
+        attn_implementation: ``auto``, ``sdpa``, ``eager``, ``flash_attention_2`` or ``flex_attention``
+            (see :mod:`slamming.models.attention`); None keeps the model's.
         compile: Wrap the policy in ``torch.compile``.
         export: Save the final policy to ``<log_dir>/hf_model``.
         progress: Show a progress bar while precomputing the reference.
@@ -99,7 +109,9 @@ class DPOAlignment(UnitLMStage):
         reference_batch_size: int | None = None,
         optimizer: str = "adamw",
         lr: float = 5e-5,
-        warmup_steps: int = 8,
+        warmup_steps: int = 100,
+        schedule: str = "inverse_sqrt",
+        min_lr: float = 0.0,
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -116,6 +128,9 @@ class DPOAlignment(UnitLMStage):
             raise SlammingError(f"model.reference must be 'precomputed' or 'live', got {reference!r}")
         if not beta > 0:
             raise SlammingError(f"model.beta must be > 0, got {beta}")
+        check_schedule(schedule)
+        if warmup_steps < 0:
+            raise SlammingError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
         self.save_hyperparameters()
         #: ``init_from`` with a glob resolved to its newest match.
         self.source = resolve_newest(init_from)
@@ -258,8 +273,8 @@ class DPOAlignment(UnitLMStage):
 
     # -- hooks -----------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
-        if self.hparams.compile and not isinstance(self.model, torch._dynamo.eval_frame.OptimizedModule):
-            self.model = torch.compile(self.model)
+        if self.hparams.compile:  # eager with one logged line where no compiler is installed
+            self.model = compile_or_eager(self.model, self.trainer.strategy.root_device.type)
 
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
@@ -363,6 +378,15 @@ class DPOAlignment(UnitLMStage):
 
     # -- optimisation --------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
         opt = self._make_optimizer()
-        sched = LambdaLR(opt, InverseSqrt(self.hparams.warmup_steps))
+        # Only the cosine has a horizon; the others need no trainer (and none is asked).
+        total = max(int(self.trainer.estimated_stepping_batches), 1) if hp.schedule == "cosine" else None
+        schedule = make_schedule(
+            hp.schedule,
+            warmup_steps=hp.warmup_steps,
+            total_steps=total,
+            min_ratio=hp.min_lr / hp.lr if hp.lr else 0.0,
+        )
+        sched = LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
