@@ -1,5 +1,8 @@
 """Compute budget: stop training when the GPU-hours (or tokens) of the run are spent.
 
+With ``size_schedule`` it also ends the learning-rate schedule where the first of its limits ends the
+run (the arithmetic is in :mod:`slamming.callbacks.schedule_sizing`).
+
 What Lightning 2.6.6 does when a callback sets ``trainer.should_stop`` in ``on_train_batch_end``
 (read in ``loops/training_epoch_loop.py`` and measured with real fits in tests/callbacks):
 
@@ -26,6 +29,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from slamming.callbacks.schedule_sizing import ScheduleHorizon, describe_horizon, schedule_horizon
 from slamming.contracts import BudgetChild, ResizableSchedule, require
 from slamming.errors import SlammingError
 from slamming.models.checkpoint import budget_state, read_checkpoint
@@ -34,15 +38,8 @@ STOP_CHECKPOINT_NAME = "budget-stop.ckpt"
 
 
 def read_num_tokens(outputs: Any) -> torch.Tensor | int | None:
-    """Return ``outputs["num_tokens"]`` of a ``training_step`` result, or ``None`` when absent.
-
-    Args:
-        outputs: What ``training_step`` returned (a dict with ``"loss"`` and ``"num_tokens"``, or a
-            bare loss tensor, or ``None`` when the step was skipped).
-
-    Returns:
-        The number of non-ignored target tokens of the micro-batch (int or 0-d tensor), or ``None``.
-    """
+    """The ``num_tokens`` (non-ignored targets of the micro-batch; int or 0-d tensor) of what
+    ``training_step`` returned (``{"loss", "num_tokens"}``), or ``None`` for a bare loss or a skipped step."""
     if isinstance(outputs, Mapping) and "num_tokens" in outputs:
         value = outputs["num_tokens"]
         return value.detach() if isinstance(value, torch.Tensor) else int(value)
@@ -75,11 +72,22 @@ class ComputeBudget(Callback):
     checkpoint written between checks (``check_every_n_steps > 1``) adds only this rank's tokens
     since the last check.
 
+    Schedule. With ``size_schedule``, after ``measure_steps`` optimizer steps of a fit and then every
+    ``resize_every_n_steps``, rank 0 estimates where the run ends and broadcasts it, and every rank
+    moves the end of the LR schedule there (``pl_module.resize_schedule``): the first of the steps
+    the remaining GPU-hours buy at this fit's time per step, the steps until ``max_tokens`` at this
+    fit's tokens per step (summed over ranks), and ``trainer.max_steps``
+    (:mod:`slamming.callbacks.schedule_sizing`). One line names the limit that binds.
+
     Args:
         max_gpu_hours: GPU-hours (wall hours × devices) the run may use, in total over resumes.
-        max_tokens: Optional budget of trained target tokens (summed over ranks).
+        max_tokens: Optional budget of trained target tokens (summed over ranks); it stops the run
+            and, with ``size_schedule``, sizes the schedule.
         check_every_n_steps: Check (and log ``budget/*``) every this many optimizer steps.
         exclude_validation: Do not count time spent in validation loops during training.
+        size_schedule: End the LR schedule where the budget (or ``max_steps``) ends the run.
+        measure_steps: Optimizer steps measured before the first sizing.
+        resize_every_n_steps: Re-estimate the end every this many optimizer steps.
         max_run_gpu_hours: Optional cap for this stage alone (e.g. DPO's 30 minutes), counted over
             the stage's resumes; the run stops at whichever of the two limits comes first.
 
@@ -96,6 +104,8 @@ class ComputeBudget(Callback):
         stop_message: The line logged at the stop.
         stop_checkpoint_path: Path of the checkpoint this callback saved at the stop, or None when
             a ``ModelCheckpoint`` had already saved that step.
+        schedule_horizon: Step at which the sized LR schedule ends (None until sized).
+        schedule_limit: ``"gpu_hours"``, ``"tokens"`` or ``"max_steps"``: what put it there.
     """
 
     def __init__(
@@ -109,20 +119,15 @@ class ComputeBudget(Callback):
         resize_every_n_steps: int = 100,
         max_run_gpu_hours: float | None = None,
     ) -> None:
-        if not max_gpu_hours > 0:
-            raise SlammingError(
-                f"ComputeBudget: max_gpu_hours must be > 0, got {max_gpu_hours}; set a positive budget."
-            )
-        if max_tokens is not None and max_tokens <= 0:
-            raise SlammingError(f"ComputeBudget: max_tokens must be > 0 or null, got {max_tokens}.")
-        if check_every_n_steps < 1:
-            raise SlammingError(
-                f"ComputeBudget: check_every_n_steps must be >= 1, got {check_every_n_steps}."
-            )
-        if max_run_gpu_hours is not None and not max_run_gpu_hours > 0:
-            raise SlammingError(
-                f"ComputeBudget: max_run_gpu_hours must be > 0 or null, got {max_run_gpu_hours}."
-            )
+        run_cap = max_run_gpu_hours
+        for bad, problem in (
+            (not max_gpu_hours > 0, f"max_gpu_hours must be > 0, got {max_gpu_hours}; set a positive budget"),
+            (max_tokens is not None and max_tokens <= 0, f"max_tokens must be > 0 or null, got {max_tokens}"),
+            (check_every_n_steps < 1, f"check_every_n_steps must be >= 1, got {check_every_n_steps}"),
+            (not (run_cap is None or run_cap > 0), f"max_run_gpu_hours must be > 0 or null, got {run_cap}"),
+        ):
+            if bad:
+                raise SlammingError(f"ComputeBudget: {problem}.")
         self.max_gpu_hours = float(max_gpu_hours)
         self.max_run_gpu_hours = None if max_run_gpu_hours is None else float(max_run_gpu_hours)
         # Consumption when this stage began (the parent's), so the stage cap survives resumes.
@@ -138,6 +143,7 @@ class ComputeBudget(Callback):
         self._start_step = 0
         self._next_resize: int | None = None
         self.schedule_horizon: int | None = None
+        self.schedule_limit: str | None = None
         # Consumption before the current fit: restored from a checkpoint or left by an earlier fit.
         self._prior_gpu_hours = 0.0
         self._prior_tokens = 0
@@ -206,13 +212,11 @@ class ComputeBudget(Callback):
         self._world_size = trainer.world_size
         self._excluded_s = 0.0
         self._val_start = None
-        self._tokens_global = 0
-        self._tokens_pending = 0
-        self._last_step = trainer.global_step
+        self._tokens_global = self._tokens_pending = 0
+        self._last_step = self._start_step = trainer.global_step
         self.stopped_by = self.stop_step = self.stop_message = self.stop_checkpoint_path = None
-        self.stop_gpu_hours = self.stop_tokens = None
+        self.stop_gpu_hours = self.stop_tokens = self.schedule_horizon = self.schedule_limit = None
         self._run_start = time.monotonic()
-        self._start_step = trainer.global_step
         self._next_resize = trainer.global_step + self.measure_steps
         self._adopt_parent(pl_module)
         if self.size_schedule:
@@ -285,23 +289,26 @@ class ComputeBudget(Callback):
             self._check(trainer, pl_module)
 
     def _resize_schedule(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Size the LR schedule to the steps the remaining budget buys at the measured step time."""
+        """End the LR schedule where the first limit ends the run, at this fit's measured rates."""
         self._next_resize = trainer.global_step + self.resize_every_n_steps
-        horizon: int | None = None
+        if self.max_tokens is not None:
+            # A collective, reached by every rank at the same step: the rate needs all ranks' tokens.
+            self._sync_tokens(trainer, pl_module)
+        horizon: ScheduleHorizon | None = None
         if trainer.is_global_zero:
-            steps = trainer.global_step - self._start_step
-            per_step_hours = self._run_seconds() * self._world_size / 3600.0 / max(steps, 1)
-            horizon = trainer.global_step + int(self.remaining_gpu_hours() / max(per_step_hours, 1e-12))
-            if trainer.max_steps is not None and trainer.max_steps > 0:
-                horizon = min(horizon, trainer.max_steps)
+            step = trainer.global_step
+            left = None if self.max_tokens is None else self.max_tokens - self.consumed_tokens
+            seconds, hours_left = self._run_seconds(), self.remaining_gpu_hours()
+            rates = (step - self._start_step, seconds, self._world_size, hours_left, int(self._tokens_global))
+            horizon = schedule_horizon(step, *rates, tokens_left=left, max_steps=trainer.max_steps)
+            if horizon is not None and horizon.limit != self.schedule_limit:  # first sizing, or a new limit
+                rank_zero_info(f"Compute budget: {describe_horizon(horizon, *rates, self.max_tokens)}")
         # All ranks reach this at the same step; rank 0's estimate is the one everybody uses.
         horizon = trainer.strategy.broadcast(horizon, src=0)
-        if horizon is None or horizon == self.schedule_horizon:
-            return
-        pl_module.resize_schedule(max(horizon, trainer.global_step + 1))
-        if self.schedule_horizon is None:
-            rank_zero_info(f"Compute budget: learning-rate schedule sized to end at step {horizon}")
-        self.schedule_horizon = horizon
+        if horizon is not None:
+            if horizon.step != self.schedule_horizon:
+                pl_module.resize_schedule(horizon.step)
+            self.schedule_horizon, self.schedule_limit = horizon
 
     def _sync_tokens(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Fold this rank's pending tokens into the global count (a collective when world_size > 1)."""
@@ -340,11 +347,8 @@ class ComputeBudget(Callback):
         if reason is None or self.stopped_by is not None:
             # Already stopping (Lightning keeps training until min_steps/min_epochs are met).
             return
-        self.stopped_by = reason
-        self.stop_step = trainer.global_step
-        self.stop_gpu_hours = gpu_hours
-        self.stop_tokens = self.consumed_tokens
-        wall = self._run_seconds()
+        self.stopped_by, self.stop_step = reason, trainer.global_step
+        self.stop_gpu_hours, self.stop_tokens, wall = gpu_hours, self.consumed_tokens, self._run_seconds()
         if reason == "gpu_hours":
             limit = f"{self.limit_gpu_hours:.4f}"
             if self.limit_gpu_hours < self.max_gpu_hours:
@@ -386,8 +390,7 @@ class ComputeBudget(Callback):
         # same callback object continues from this amount unless a checkpoint says otherwise.
         self._prior_gpu_hours = self.consumed_gpu_hours
         self._prior_tokens = self.consumed_tokens
-        self._tokens_global = 0
-        self._tokens_pending = 0
+        self._tokens_global = self._tokens_pending = 0
         self._run_start = None
 
     # ------------------------------------------------------------------------------- checkpointing
