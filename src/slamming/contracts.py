@@ -72,6 +72,19 @@ class UnitData(Protocol):
 
 
 @runtime_checkable
+class BenchmarkScores(Protocol):
+    """A callback that scored pair benchmarks during training (``BenchmarkEvaluation``): the model
+    card of an export reports its latest results without importing the callback (and its audio stack)."""
+
+    #: Benchmark name → accuracy figures of the latest scoring, empty before the first.
+    results: dict[str, Any]
+    #: The global step of the latest scoring.
+    scored_step: int | None
+    #: Pairs scored per benchmark (None: all).
+    max_pairs: int | None
+
+
+@runtime_checkable
 class TokenizerFolder(Protocol):
     """A DataModule that made (or was given) the saved tokeniser folder of its units."""
 

@@ -65,6 +65,15 @@ def test_load_from_a_checkpoint(pretrained: tuple[Path, NextUnitPretraining]) ->
     assert loaded.tokenizer_dir is None  # the test corpus has no tokeniser folder
     assert loaded.budget == ComputeBudget.read_consumed(ckpt) and loaded.budget["gpu_hours"] > 0
     assert loaded.source == str(ckpt) and not loaded.model.training
+    # What the stage recorded of its training, for the model card of a later `slamming export`.
+    assert loaded.training is not None
+    assert {k: loaded.training[k] for k in ("objective", "steps", "precision", "devices")} == {
+        "objective": "NextUnitPretraining",
+        "steps": 2,
+        "precision": "32-true",
+        "devices": 1,
+    }
+    assert loaded.training["train_data"] and loaded.training["train_data"][0].endswith("train")
     # Exactly the weights the checkpoint stores, and the model the fit ended with.
     stored = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     state = loaded.model.state_dict()
@@ -184,3 +193,16 @@ def test_weights_fingerprint_names_the_weights_exactly() -> None:
         weight[3, 5] = old
     assert weights_fingerprint(b) == fingerprint  # and back
     assert weights_fingerprint(b.to(torch.float64)) != fingerprint  # same values, another dtype
+
+
+def test_an_exported_folder_loads_in_its_stored_dtype(tmp_path: Path) -> None:
+    """dtype None keeps a bf16 export in bf16 (transformers alone would load it in fp32); a dtype casts."""
+    model = _tiny(0).to(torch.bfloat16)
+    out = export_hf(model, tmp_path / "bf16", TEST_IDENTITY, training={"steps": 7})
+    kept = load_unit_lm(out)
+    assert {p.dtype for p in kept.model.parameters()} == {torch.bfloat16}
+    assert weights_fingerprint(kept.model) == weights_fingerprint(model)
+    assert kept.training == {"steps": 7}
+    cast = load_unit_lm(out, dtype="float32").model
+    assert {p.dtype for p in cast.parameters()} == {torch.float32}
+    assert weights_fingerprint(cast) == weights_fingerprint(model.float())

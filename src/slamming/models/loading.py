@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from slamming.errors import SlammingError
 from slamming.models.authors import is_authors_folder, load_authors_folder
+from slamming.models.card import TRAINING_KEY
 from slamming.models.checkpoint import budget_state, read_checkpoint, stage_section
 from slamming.models.unit_lm import DTYPES, require_hub, resolve_attention, unit_lm_from_checkpoint_dict
 from slamming.vocab import NUM_SPECIAL
@@ -41,6 +42,9 @@ class LoadedUnitLM:
         budget: The ComputeBudget state of the run that made the model (``gpu_hours``,
             ``tokens``, ...), or None.
         source: Where it was loaded from.
+        training: What the stage that made it recorded of its training (objective, start, data,
+            ``steps``, ...; see ``UnitLMStage.training_record``), or None; a checkpoint always
+            gives at least its ``steps``.
     """
 
     model: PreTrainedModel
@@ -49,6 +53,7 @@ class LoadedUnitLM:
     tokenizer_dir: Path | None
     budget: dict[str, Any] | None
     source: str
+    training: dict[str, Any] | None = None
 
 
 def _existing_dir(path: Any) -> Path | None:
@@ -63,7 +68,8 @@ def load_unit_lm(
 
     Args:
         source: The checkpoint file, the folder with ``config.json`` and the weights, or a hub id.
-        dtype: ``float32``/``bfloat16``/``float16`` to cast the weights to; None keeps them.
+        dtype: ``float32``/``bfloat16``/``float16`` to cast the weights to; None keeps the stored
+            dtype (a checkpoint's or an exported folder's; an authors' folder loads in fp32).
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2`` (falls back to ``sdpa``
             where flash-attn is missing); None keeps the model's.
 
@@ -80,17 +86,20 @@ def load_unit_lm(
         extra = stage_section(ckpt)
         tokenizer_dir = _existing_dir(extra.get("tokenizer_dir"))
         budget = budget_state(ckpt)
+        training = _checkpoint_training(ckpt)
     elif is_authors_folder(path):
         model = load_authors_folder(path)
-        tokenizer = tokenizer_dir = budget = None
+        tokenizer = tokenizer_dir = budget = training = None
     elif (path / "config.json").is_file():
         try:
-            model = AutoModelForCausalLM.from_pretrained(path)
+            # "auto": the dtype the folder stores (transformers would load it in fp32 otherwise).
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype] if dtype else "auto")
         except (OSError, ValueError) as err:
             raise SlammingError(f"cannot load the model folder {path}: {str(err).splitlines()[0]}") from None
         tokenizer = getattr(model.config, "slamming_tokenizer", None)
         tokenizer_dir = _existing_dir(path / "tokenizer")
         budget = getattr(model.config, "slamming_budget", None)
+        training = getattr(model.config, TRAINING_KEY, None)
     elif not path.exists():
         raise SlammingError(
             f"{path} does not exist; pass the .ckpt of a slamming run or an exported model folder"
@@ -105,7 +114,25 @@ def load_unit_lm(
     if dtype is not None:
         model = model.to(DTYPES[dtype])
     num_units = int(model.config.vocab_size) - NUM_SPECIAL
-    return LoadedUnitLM(model.eval(), num_units, tokenizer, tokenizer_dir, budget and dict(budget), str(path))
+    return LoadedUnitLM(
+        model.eval(),
+        num_units,
+        tokenizer,
+        tokenizer_dir,
+        budget and dict(budget),
+        str(path),
+        dict(training) if training else None,
+    )
+
+
+def _checkpoint_training(ckpt: Any) -> dict[str, Any] | None:
+    """The training facts a checkpoint records, with its global step as ``steps``."""
+    if not isinstance(ckpt, dict):
+        return None
+    record = dict(ckpt.get(TRAINING_KEY) or {})
+    if ckpt.get("global_step") is not None:
+        record["steps"] = int(ckpt["global_step"])
+    return record or None
 
 
 def _local_path(source: str | Path) -> Path:

@@ -9,7 +9,12 @@ forward (:mod:`slamming.eval.likelihood`).
 At the end every benchmark's accuracies are logged as ``test/<benchmark>/accuracy`` (flat, the
 authors'), ``test/<benchmark>/zerospeech_accuracy`` (ZeroSpeech's voice-then-id average) and
 ``test/<benchmark>/<group>/accuracy`` (sBLIMP types, sWUGGY in-vocabulary/oov), and written as
-``eval-results.json`` and ``eval-results.md`` beside the model (see ``results_dir``).
+``eval-results.json`` and ``eval-results.md`` beside the model (see ``results_dir``). When that
+folder is an export with slamming's model card (``README.md``), the card is rewritten with them.
+
+The LM scores in fp32 by default (``dtype: float32``), as the authors do, even when it was trained
+and stored in bf16 (the paper's model is): its weights are cast once when it loads, and autocast is
+off while it scores (:func:`slamming.eval.precision.scoring_model`).
 """
 
 from __future__ import annotations
@@ -23,14 +28,17 @@ import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 
+from slamming.atomic import write_text_atomic
 from slamming.errors import SlammingError
 from slamming.eval.likelihood import pair_outcomes, score_units, summarize_pairs
+from slamming.eval.precision import SCORING_DTYPE, check_dtype, scoring_model
+from slamming.models.card import CARD_NAME, RESULTS_NAME, is_our_card, results_table, write_model_card
 from slamming.models.loading import load_unit_lm, resolve_newest
+from slamming.models.unit_lm import DTYPES
 from slamming.speech.tokenizers import check_identity, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-RESULTS_NAME = "eval-results"
 _MARK = "slamming test"
 _MD_HEADER = f"<!-- written by {_MARK}; a rerun overwrites this file -->"
 
@@ -39,7 +47,7 @@ class PairEvaluation(pl.LightningModule):
     """Score a unit LM on pair benchmarks given by a ``PairBenchmarkDataModule``.
 
     Run it with the trainer's default fp32 precision: mixed precision would also autocast the
-    tokeniser and change its units. ``dtype`` casts the LM alone.
+    tokeniser and change its units. ``dtype`` casts the LM alone (fp32 by default).
 
     Args:
         model: A slamming ``.ckpt``, an exported folder, an authors'-format folder or a hub id; a glob
@@ -54,7 +62,9 @@ class PairEvaluation(pl.LightningModule):
         num_units: K of the data (linked; None for audio benchmarks).
         context_length: Most ids per scored sequence (linked from the data); None: the model's
             ``max_position_embeddings``.
-        dtype: Cast the LM (``float32``, ``bfloat16``); None keeps the stored dtype.
+        dtype: Score with the LM in this dtype and autocast off: ``float32`` (the default, as the
+            authors score), ``bfloat16`` or ``float16``; None keeps the stored dtype and scores
+            under the trainer's precision.
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``; None keeps the model's.
 
     Raises:
@@ -71,10 +81,11 @@ class PairEvaluation(pl.LightningModule):
         results_dir: str | None = None,
         num_units: int | None = None,
         context_length: int | None = None,
-        dtype: str | None = None,
+        dtype: str | None = SCORING_DTYPE,
         attn_implementation: str | None = None,
     ) -> None:
         super().__init__()
+        check_dtype(dtype, "model.init_args.dtype")
         self.save_hyperparameters()
         self.source = resolve_newest(model)
         loaded = load_unit_lm(self.source, dtype=dtype, attn_implementation=attn_implementation)
@@ -111,6 +122,9 @@ class PairEvaluation(pl.LightningModule):
                 )
         self.tokenizer: Any = None
         self.results: dict[str, Any] = {}
+        #: Per benchmark, the ``(pairs, 2)`` scores of the positive and negative sides after a test
+        #: (NaN where ``limit_test_batches`` left a pair unscored).
+        self.scores: dict[str, np.ndarray] = {}
 
     @staticmethod
     def _recorded_identity(directory: Path) -> dict[str, Any]:
@@ -145,6 +159,8 @@ class PairEvaluation(pl.LightningModule):
             raise SlammingError(
                 "PairEvaluation needs data.class_path slamming.data.benchmarks.datamodule.PairBenchmarkDataModule"
             )
+        if self.hparams.dtype is not None:  # a "-true" trainer precision may have cast it since
+            self.model.to(DTYPES[self.hparams.dtype])
         # Loaded here, not in __init__, so that HuBERT lands on the device the trainer chose.
         self.tokenizer = load_tokenizer(self.tokenizer_dir, device=self.device)
         check_identity(self.tokenizer_identity, self.tokenizer.identity, f"tokeniser {self.tokenizer_dir}")
@@ -154,13 +170,14 @@ class PairEvaluation(pl.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         waves = [*batch["positive"], *batch["negative"]]
         units = [self.tokenizer.encode(wav)[0] for wav in waves]  # one file at a time, on purpose
-        scores, cut = score_units(
-            self.model,
-            units,
-            mean=self.hparams.mean,
-            batch_size=self.hparams.batch_size,
-            max_length=self.max_length,
-        )
+        with scoring_model(self.model, self.hparams.dtype) as model:
+            scores, cut = score_units(
+                model,
+                units,
+                mean=self.hparams.mean,
+                batch_size=self.hparams.batch_size,
+                max_length=self.max_length,
+            )
         n = len(batch["positive"])
         index = batch["index"].cpu().numpy()
         self._scores[dataloader_idx][index, 0] = scores[:n].numpy()
@@ -169,6 +186,9 @@ class PairEvaluation(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.results = {}
+        self.scores = {
+            bench.name: scores for bench, scores in zip(self.benchmarks, self._scores, strict=True)
+        }
         for bench, scores, cut in zip(self.benchmarks, self._scores, self._cut, strict=True):
             done = ~np.isnan(scores).any(axis=1)  # limit_test_batches may leave pairs unscored
             pairs = [p for p, d in zip(bench.pairs, done, strict=True) if d]
@@ -200,15 +220,19 @@ class PairEvaluation(pl.LightningModule):
             "score": "mean log-likelihood per unit" if self.hparams.mean else "summed log-likelihood",
             "benchmarks": self.results,
         }
-        json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        table = markdown_table(self.results)
-        md_path.write_text(
+        write_text_atomic(json_path, json.dumps(payload, indent=2) + "\n")
+        table = results_table(self.results)
+        write_text_atomic(
+            md_path,
             f"{_MD_HEADER}\n# Pair benchmarks of {self.source}\n\nScore: {payload['score']}. "
             "Accuracy in %: flat = over pairs (the authors'), ZeroSpeech = voices per id, then ids.\n\n"
             f"{table}\n",
-            encoding="utf-8",
         )
         rank_zero_info(f"{table}\nwrote {json_path} and {md_path}")
+        card = self.results_dir / CARD_NAME
+        if card.is_file() and is_our_card(card) and (self.results_dir / "config.json").is_file():
+            write_model_card(self.results_dir)
+            rank_zero_info(f"rewrote the model card {card} with these results")
 
 
 def _check_against_model(model_identity: dict[str, Any], identity: dict[str, Any], what: str) -> None:
@@ -224,19 +248,3 @@ def _check_against_model(model_identity: dict[str, Any], identity: dict[str, Any
         model_identity = {key: model_identity[key] for key in shared}
         identity = {key: identity[key] for key in shared}
     check_identity(model_identity, identity, what)
-
-
-def markdown_table(results: dict[str, Any]) -> str:
-    """A Markdown table of :attr:`PairEvaluation.results`: one row per benchmark and group."""
-
-    def pct(value: float | None) -> str:
-        return "" if value is None else f"{100 * value:.2f}"
-
-    rows = ["| benchmark | pairs | accuracy | ZeroSpeech accuracy |", "|---|---:|---:|---:|"]
-    for name, summary in results.items():
-        lines = [(name, summary)] + [(f"{name} / {g}", v) for g, v in summary.get("groups", {}).items()]
-        rows += [
-            f"| {label} | {v['pairs']} | {pct(v['accuracy'])} | {pct(v.get('zerospeech_accuracy'))} |"
-            for label, v in lines
-        ]
-    return "\n".join(rows)

@@ -13,6 +13,10 @@ seed comes from ``seed`` and the prompt's index) and writes, under ``output``:
 - ``metrics.json``: the means (auto-BLEU over units and words, GenPPL) and the settings;
 - ``audio/<index>.wav`` (prompt + continuation) when a ``vocoder`` is given.
 
+The unit LM runs in fp32 by default (``dtype: float32``, autocast off;
+:func:`slamming.eval.precision.scoring_model`), so the log-probabilities continuations are sampled
+from are the fp32 ones the authors sample from, also for a model stored in bf16.
+
 Both files are written atomically at the end; an existing ``continuations.jsonl`` is never replaced
 unless ``overwrite: true``. GenPPL needs a vocoder (none ships with slamming; see
 :class:`~slamming.eval.genppl.UnitVocoder`), a Whisper folder (``asr``) and a text LM (``text_lm``).
@@ -36,7 +40,10 @@ from slamming.data.text.repetition import auto_bleu
 from slamming.errors import SlammingError
 from slamming.eval.generate import SamplingSettings, prompt_seed, sample_continuations
 from slamming.eval.genppl import TextPerplexity, UnitVocoder, WhisperTranscriber, genppl, unit_auto_bleu
+from slamming.eval.precision import SCORING_DTYPE, check_dtype, scoring_model
 from slamming.models.loading import load_unit_lm, resolve_newest
+from slamming.models.sampling import PAPER_SAMPLING
+from slamming.models.unit_lm import DTYPES
 from slamming.speech.audio import read_audio, write_wav
 from slamming.speech.tokenizers import check_identity, load_tokenizer
 
@@ -77,7 +84,8 @@ class UnitGeneration(pl.LightningModule):
         text_lm: a causal text LM folder (``AutoModelForCausalLM`` + ``AutoTokenizer``) scoring the
             transcripts for GenPPL (paper: Llama-3.2-1B).
         text_lm_gguf: a ``.gguf`` file inside ``text_lm`` to load instead of safetensors weights.
-        dtype: cast the unit LM to ``float32``/``bfloat16``/``float16``; null keeps it.
+        dtype: run the unit LM in ``float32`` (the default, the authors'), ``bfloat16`` or
+            ``float16``, with autocast off; null keeps the stored dtype and the trainer's precision.
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``; null keeps the model's.
 
     Raises:
@@ -89,10 +97,10 @@ class UnitGeneration(pl.LightningModule):
         self,
         model: str,
         output: str,
-        temperature: float = 0.8,
-        top_k: int = 25,
-        max_new_tokens: int = 150,
-        repetition_penalty: float = 1.1,
+        temperature: float = PAPER_SAMPLING.temperature,
+        top_k: int = PAPER_SAMPLING.top_k,
+        max_new_tokens: int = PAPER_SAMPLING.max_new_tokens,
+        repetition_penalty: float = PAPER_SAMPLING.repetition_penalty,
         seed: int = 0,
         overwrite: bool = False,
         tokenizer: str | None = None,
@@ -101,10 +109,11 @@ class UnitGeneration(pl.LightningModule):
         asr_language: str | None = "en",
         text_lm: str | None = None,
         text_lm_gguf: str | None = None,
-        dtype: str | None = None,
+        dtype: str | None = SCORING_DTYPE,
         attn_implementation: str | None = None,
     ) -> None:
         super().__init__()
+        check_dtype(dtype, "model.dtype")
         self.save_hyperparameters(ignore=["vocoder"])
         self.settings = SamplingSettings(temperature, top_k, max_new_tokens, repetition_penalty)
         if seed < 0:
@@ -140,6 +149,8 @@ class UnitGeneration(pl.LightningModule):
 
     # -- setup -------------------------------------------------------------------------------------------
     def on_predict_start(self) -> None:
+        if self.hparams.dtype is not None:  # a "-true" trainer precision may have cast it since
+            self.model.to(DTYPES[self.hparams.dtype])
         data = self.trainer.datamodule
         kind = getattr(data, "kind", None)
         if kind == "audio":
@@ -183,7 +194,8 @@ class UnitGeneration(pl.LightningModule):
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> list[dict[str, Any]]:
         prompts = [self._prompt_units(item) for item in batch]
         seeds = [prompt_seed(self.hparams.seed, int(item["index"])) for item in batch]
-        continuations = sample_continuations(self.model, prompts, seeds, self.settings)
+        with scoring_model(self.model, self.hparams.dtype) as model:
+            continuations = sample_continuations(model, prompts, seeds, self.settings)
         for item, units, cont in zip(batch, prompts, continuations, strict=True):
             index = int(item["index"])
             record: dict[str, Any] = {

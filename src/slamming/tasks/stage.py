@@ -18,6 +18,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from slamming.callbacks.budget import ComputeBudget
+from slamming.contracts import BenchmarkScores
+from slamming.models.card import TRAINING_KEY
 from slamming.models.unit_lm import export_hf
 
 OPTIMIZERS = ("adamw", "adamw8bit")
@@ -87,6 +89,53 @@ class UnitLMStage(pl.LightningModule):
     # -- end of training ---------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._last_saved_step = self.trainer.global_step
+        # For the model card of a later `slamming export` of this checkpoint.
+        checkpoint[TRAINING_KEY] = self.training_record()
+
+    def training_record(self) -> dict[str, Any]:
+        """What this stage knows of its training, for the model card of its export.
+
+        Returns:
+            ``objective`` (the class), ``init`` (where the weights started), ``train_data`` and
+            ``val_data`` (the data module's corpora, when it names them), ``steps``, ``precision``,
+            ``devices``, and ``benchmarks`` (the latest in-training ``BenchmarkEvaluation`` scores:
+            ``step``, ``max_pairs``, ``results``) when such a callback ran.
+        """
+        trainer = self.trainer
+        data = getattr(trainer, "datamodule", None)
+        record: dict[str, Any] = {
+            "objective": type(self).__name__,
+            "init": self._origin(),
+            "train_data": [str(p) for p in getattr(data, "train_paths", None) or []],
+            "val_data": [str(p) for p in getattr(data, "val_paths", None) or []],
+            "steps": int(trainer.global_step),
+            "precision": str(trainer.precision),
+            "devices": int(trainer.world_size),
+        }
+        check = next(
+            (cb for cb in trainer.callbacks if isinstance(cb, BenchmarkScores) and cb.results), None
+        )
+        if check is not None:
+            record["benchmarks"] = {
+                "step": check.scored_step,
+                "max_pairs": check.max_pairs,
+                "results": check.results,
+            }
+        return record
+
+    def _origin(self) -> str:
+        """Where the weights started: the model a later stage continues, a text LM, or nothing."""
+        source = getattr(self, "source", None)  # DPO: the pretrained model it started from
+        if source:
+            return f"continued from `{source}`"
+        backbone = getattr(self, "backbone", None)
+        base = getattr(backbone, "base", None)
+        if base:
+            twist = getattr(backbone, "twist_init", True)
+            return (
+                f"TWIST init from the text LM `{base}`" if twist else f"random init, architecture of `{base}`"
+            )
+        return "random init, architecture from a config"
 
     def on_train_end(self) -> None:
         self._save_final_checkpoint()
@@ -115,6 +164,7 @@ class UnitLMStage(pl.LightningModule):
 
     @rank_zero_only
     def _export(self, log_dir: Path) -> None:
+        """Export to ``<log_dir>/hf_model``: weights, tokeniser, budget, the paper's sampling, a model card."""
         budget = next((cb for cb in self.trainer.callbacks if isinstance(cb, ComputeBudget)), None)
         out = export_hf(
             self.hf_model,
@@ -122,6 +172,7 @@ class UnitLMStage(pl.LightningModule):
             self.tokenizer_identity,
             self.tokenizer_dir,
             budget.state_dict() if budget is not None else None,
+            training=self.training_record(),
         )
         self.export_dir = out
         rank_zero_info(f"exported the model to {out} (load it with transformers.AutoModelForCausalLM)")
