@@ -13,16 +13,22 @@ From one process, with ``torch.set_num_threads(2)`` and fp32:
   variant), k-means assignment's share of extraction time (goal ≤ 2 %), and ``KMeans.assign`` ÷
   scikit-learn ``predict`` frames/s (goal ≥ 1.0) with the fraction of equal labels;
 * DPO (``dpo_bench.py``, rows C8/C9): step time with a precomputed ÷ a live reference (goal ≤ 0.80),
-  and reference-precompute ÷ training tokens/s (goal ≥ 2.5), interleaved × 5, median ratios.
+  and reference-precompute ÷ training tokens/s (goal ≥ 2.5), interleaved × 5, median ratios;
+* attention for packed documents (``attention_bench.py``): tokens/s and step memory of FlexAttention,
+  sdpa with the 4-D mask and eager, side by side, each in its own process, same losses;
+* bf16 update loss (``bf16_bench.py``): the share of a Qwen-shaped layer's parameters one AdamW step
+  changes under bf16-true vs bf16-mixed at the DPO and pretraining learning rates;
+* audio decoding (``audio_bench.py``): decode + resample throughput with fairseq2's native decoder
+  vs soundfile in ``map``, and that both give the same samples.
 
 Each part prints its table, writes ``bench/results/<timestamp>.json`` (extraction:
-``<timestamp>-extract.json``; DPO: ``<timestamp>-dpo.json``) and appends a dated section to
+``<timestamp>-extract.json``; the others ``<timestamp>-<part>.json``) and appends a dated section to
 ``docs/perf-log.md``. ``--quick`` runs the same code at a toy size (for tests) and logs nothing;
 ``--only`` runs one part.
 
 Usage::
 
-    .venv/bin/python bench/run.py            # all parts (~4–6 min + ~3 min + ~2 min on 2 cores)
+    .venv/bin/python bench/run.py            # all parts (~15 min on 2 cores)
     .venv/bin/python bench/run.py --only extract
     .venv/bin/python bench/run.py --only dpo
     .venv/bin/python bench/run.py --quick --results-dir /tmp/b --threads 1
@@ -45,11 +51,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from attention_bench import attention_log_section, attention_rows, run_attention_bench  # noqa: E402
+from audio_bench import audio_log_section, audio_rows, run_audio_bench  # noqa: E402
 from bench_corpus import packing_stats, write_bench_corpus  # noqa: E402
 from bench_report import Row, append_perf_log, machine, perf_log_section, table, versions, write_json  # noqa: E402
+from bf16_bench import bf16_log_section, bf16_rows, run_bf16_bench  # noqa: E402
 from dpo_bench import QUICK_DPO, DPOBenchConfig, dpo_log_section, dpo_rows, run_dpo_bench  # noqa: E402
 from extract_bench import QUICK_EXTRACT, ExtractConfig, extract_log_section, extract_rows, run_extract_bench  # noqa: E402
 from pretrain_bench import BenchConfig, RunRecord, quiet_frameworks, run_hf, run_ours  # noqa: E402
+
+#: Parts run by ``run_measured``: name → (measure(quick) → dict, rows(result), log section(result, json path)).
+MEASURED_PARTS: dict[str, tuple[Any, Any, Any]] = {
+    "attention": (run_attention_bench, attention_rows, attention_log_section),
+    "bf16": (run_bf16_bench, bf16_rows, bf16_log_section),
+    "audio": (run_audio_bench, audio_rows, audio_log_section),
+}
+PARTS = ("pretrain", "extract", "dpo", *MEASURED_PARTS)
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = BenchConfig(
@@ -62,9 +79,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="toy size: 1-layer model, 2 repeats of 3 steps")
     parser.add_argument(
         "--only",
-        choices=("all", "pretrain", "extract", "dpo"),
+        choices=("all", *PARTS),
         default="all",
-        help="run one part: the pretraining comparison, HuBERT extraction + k-means, or DPO (default all)",
+        help="run one part: the pretraining comparison, HuBERT extraction + k-means, DPO, the attention "
+        "paths, bf16 update loss or audio decoding (default all)",
     )
     parser.add_argument(
         "--repeats", type=int, default=None, help="interleaved pairs (pretrain: default 5; dpo: 5; quick 2)"
@@ -197,7 +215,32 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
         results["extract"] = run_extract(args)
     if args.only in ("all", "dpo"):
         results["dpo"] = run_dpo(args)
+    for name, (measure, rows_of, section_of) in MEASURED_PARTS.items():
+        if args.only in ("all", name):
+            results[name] = run_measured(args, name, measure, rows_of, section_of)
     return results
+
+
+def run_measured(
+    args: argparse.Namespace, name: str, measure: Any, rows_of: Any, section_of: Any
+) -> dict[str, Any]:
+    """A part whose module measures, tabulates and writes its log section itself (``measure(quick)``)."""
+    started = datetime.now().astimezone()
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    result: dict[str, Any] = {
+        "date": started.strftime("%a %b %d %H:%M:%S %Z %Y"),
+        "quick": args.quick,
+        "environment": {"machine": machine(), **versions()},
+        **measure(args.quick),
+    }
+    result["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
+    result["elapsed_s"] = time.perf_counter() - t0
+    result["notes"] = _load_notes(args, result, load_before, "absolute figures")
+    rows = rows_of(result)
+    result["rows"] = [r.as_dict() for r in rows]
+    _report(args, result, rows, started, f"-{name}", lambda shown: section_of(result, shown))
+    return result
 
 
 def _report(

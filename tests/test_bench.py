@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_corpus import packing_stats, synthetic_documents, write_bench_corpus  # noqa: E402
 from bench_report import Row  # noqa: E402
+from bf16_bench import bf16_log_section, bf16_rows, run_bf16_bench  # noqa: E402
 
 
 def test_synthetic_documents_are_deduplicated_and_in_range() -> None:
@@ -152,3 +154,70 @@ def test_quick_dpo_benchmark_result(tmp_path: Path) -> None:
         assert rep["live"]["threads"] == rep["precomputed"]["threads"] == [1]
     assert "DPO step time precomputed ÷ live ref (median ratio)" in proc.stdout
     assert (log.read_text() if log.exists() else None) == before  # --quick logs nothing
+
+
+def test_quick_bf16_rounding_benchmark() -> None:
+    """fp32 master weights keep every AdamW update; bf16 weights lose most of the small ones."""
+    result = run_bf16_bench(quick=True)
+    runs = {(r["precision"], r["lr"]): r for r in result["runs"]}
+    assert set(runs) == {(p, lr) for p in ("bf16-true", "bf16-mixed") for lr in (5e-6, 1.75e-5, 5e-5, 1e-3)}
+    for (precision, _), run in runs.items():
+        dtype = "bfloat16" if precision == "bf16-true" else "float32"
+        assert run["param_dtype"] == run["state_dtype"] == dtype
+        # Embedding 502 x 64 = 32,128; q 64 x 64 + 64, k and v 64 x 32 + 32 (2 KV heads of 16),
+        # o 64 x 64, MLP 3 x 64 x 256, three norms of 64: 93,888 elements in all.
+        assert run["elements"] == 93_888 and len(run["losses"]) == 4
+    assert all(runs[("bf16-mixed", lr)]["fraction_changed"] >= 0.99 for lr in (5e-6, 1.75e-5, 5e-5, 1e-3))
+    true = [runs[("bf16-true", lr)]["fraction_changed"] for lr in (5e-6, 1.75e-5, 5e-5, 1e-3)]
+    assert true == sorted(true) and true[0] < 0.2 and true[-1] > 0.8  # fewer weights move at lower rates
+    # Every run starts from the same weights and sees the same batches: the first losses agree.
+    first = [r["losses"][0] for r in runs.values()]
+    assert max(first) - min(first) < 0.05  # bf16 and fp32 forwards of one initial model
+    rows = {r.name: r for r in bf16_rows(result)}
+    assert rows["lr 5e-06: bf16-true ÷ bf16-mixed"].value == pytest.approx(
+        true[0] / runs[("bf16-mixed", 5e-6)]["fraction_changed"]
+    )
+    assert rows["lr 5e-06: fraction changed by one step, bf16-mixed"].status == "PASS"
+    section = bf16_log_section(result, "bench/results/x-bf16.json")
+    assert "bf16 rounding" in section and "lr 0.001: bf16-true ÷ bf16-mixed" in section
+
+
+def test_quick_audio_benchmark_result() -> None:
+    """``audio_bench.run_audio_bench(quick=True)``: both decoders gave the same samples, every row is there."""
+    from audio_bench import audio_log_section, audio_rows, run_audio_bench
+
+    log = REPO / "docs" / "perf-log.md"
+    before = log.read_text() if log.exists() else None
+    result = run_audio_bench(quick=True)
+    assert result["quick"] is True and sum(result["files"].values()) == 5
+    rows = {r.name: r for r in audio_rows(result)}
+    # Identical work: the same samples from both decoders, before and after mixing and resampling.
+    for name in (
+        "max |Δ| decoded samples, AudioDecoder vs soundfile",
+        "max |Δ| 16 kHz waveforms, fairseq2 path vs read_audio",
+    ):
+        assert rows[name].value == 0.0 and rows[name].status == "PASS"
+    assert rows["same frame and channel counts, every file"].status == "PASS"
+    assert result["equivalence"]["files"] == 5
+    for key in ("mix", "decode", *result["files"]):
+        for side in ("soundfile", "fairseq2"):
+            assert len(result["seconds"][key][side]) == len(result["cpu_seconds"][key][side]) == 2
+            assert all(s > 0 for s in result["seconds"][key][side])
+    assert 0.1 < rows["mix: fairseq2 ÷ soundfile, wall (median ratio)"].value < 10
+    assert rows["mix × real time (wall), soundfile read_audio"].value > 0
+    section = audio_log_section(result, None)
+    assert section.startswith("## ") and "| mix: fairseq2 ÷ soundfile, CPU time (median ratio)" in section
+    assert (log.read_text() if log.exists() else None) == before  # nothing is logged by the bench itself
+
+
+def test_quick_attention_benchmark_through_run(tmp_path: Path) -> None:
+    """`bench/run.py --only attention --quick`: every path measured in its own process, same losses."""
+    proc = _run_quick("attention", tmp_path, timeout=300)
+    (json_path,) = tmp_path.glob("*-attention.json")
+    result = json.loads(json_path.read_text())
+    paths = result["paths"]
+    assert set(paths) == {"slamming_flex", "sdpa", "eager"}
+    assert all(p["tokens_per_s"] > 0 and p["step_peak_rss_growth_bytes"] >= 0 for p in paths.values())
+    assert all(paths[name]["path"] == name for name in paths)  # each child ran the path it was asked for
+    (guard,) = [r for r in result["rows"] if r["name"].startswith("max loss difference")]
+    assert guard["status"] == "PASS" and "FlexAttention ÷ sdpa tokens/s" in proc.stdout

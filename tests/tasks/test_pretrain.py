@@ -18,9 +18,10 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from slamming.data.pretrain.datamodule import UnitDataModule
+from slamming.errors import SlammingError
 from slamming.models.unit_lm import UnitLMBuilder
 from slamming.tasks.pretrain import NextUnitPretraining
-from slamming.tasks.schedules import WarmupCosine
+from slamming.tasks.schedules import InverseSqrt, WarmupCosine
 from slamming.vocab import IGNORE_INDEX
 from tests.conftest import TEST_IDENTITY, TINY_BACKBONE, markov_documents, write_corpus
 
@@ -185,6 +186,34 @@ def test_learning_rate_follows_warmup_cosine_over_the_fit(fit: dict[str, Any]) -
     schedule = fit["trainer"].lr_scheduler_configs[0].scheduler.lr_lambdas[0]
     assert isinstance(schedule, WarmupCosine)
     assert (schedule.total_steps, schedule.warmup_steps, schedule.min_ratio) == (STEPS, 2, pytest.approx(0.1))
+
+
+def test_inverse_sqrt_pretraining_schedule_warms_up_over_ceil_ratio_of_the_steps() -> None:
+    # warmup_ratio 0.01 of T = 813 steps: W = ceil(8.13) = 9, also the time scale (Hugging Face's).
+    module = NextUnitPretraining(
+        UnitLMBuilder(**TINY_BACKBONE["init_args"]),
+        num_units=K,
+        context_length=32,
+        lr=LR,
+        schedule="inverse_sqrt",
+    )
+    module.trainer = pl.Trainer(max_steps=813, max_epochs=-1, logger=False, accelerator="cpu")
+    sched = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    schedule = sched.lr_lambdas[0]
+    assert isinstance(schedule, InverseSqrt) and (schedule.warmup_steps, schedule.timescale) == (9, 9)
+    lrs = [sched.get_last_lr()[0]]
+    for _ in range(36):
+        sched.optimizer.step()  # no gradients: nothing moves
+        sched.step()
+        lrs.append(sched.get_last_lr()[0])
+    # s / 9 of the peak for s < 9, then sqrt(9 / s): 1 at s = 9, 1/2 at s = 36.
+    assert lrs[0] == 0.0 and lrs[3] == pytest.approx(LR / 3) and lrs[9] == pytest.approx(LR)
+    assert lrs[36] == pytest.approx(LR / 2)
+
+
+def test_unknown_pretraining_schedule_is_one_clear_error() -> None:
+    with pytest.raises(SlammingError, match=r"model.schedule must be one of inverse_sqrt, cosine, constant"):
+        NextUnitPretraining(UnitLMBuilder(**TINY_BACKBONE["init_args"]), num_units=K, schedule="linear")
 
 
 def test_weight_decay_spares_biases_norms_and_embeddings(fit: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
 from slamming.callbacks.budget import ComputeBudget, read_num_tokens
+from slamming.models.compiling import graphs_compiled
 from slamming.models.flops import peak_flops, precision_to_dtype
 
 
@@ -67,7 +68,10 @@ class Throughput(Callback):
 
     where the budget comes from a :class:`ComputeBudget` in ``trainer.callbacks`` and the best score
     and checkpoint from ``trainer.checkpoint_callback`` ("n/a" when absent). The numbers are kept in
-    :attr:`summary` on every rank.
+    :attr:`summary` on every rank, with the module's ``attention`` implementation, the graphs
+    ``torch.compile`` built during the fit (``graphs_compiled``), those built after the first
+    optimizer step (``recompiles``: changing document boundaries should cause none), and the peak
+    CUDA memory (``peak_memory_bytes``; None on CPU).
 
     Args:
         log_every_n_steps: Log the window metrics every this many optimizer steps.
@@ -99,6 +103,8 @@ class Throughput(Callback):
         self._saw_tokens = False
         self._tokens_seen = 0
         self._samples_seen = 0
+        self._graphs_at_start = graphs_compiled()
+        self._graphs_after_first_step: int | None = None
         self._reset_window(time.monotonic())
 
     def _reset_window(self, now: float) -> None:
@@ -170,6 +176,8 @@ class Throughput(Callback):
         if trainer.global_step != self._last_step:  # an optimizer step happened on this batch
             self._last_step = trainer.global_step
             self._win_steps += 1
+            if self._graphs_after_first_step is None:
+                self._graphs_after_first_step = graphs_compiled()
             if trainer.global_step % self.log_every_n_steps == 0:
                 self._flush_window(trainer, pl_module)
         self._wait_mark = time.monotonic()
@@ -195,6 +203,12 @@ class Throughput(Callback):
             "world_size": self._world_size,
             "flops_per_token": self._flops_per_token,
             "peak_flops": self._peak,
+            "attention": getattr(pl_module, "attention", None),
+            "graphs_compiled": graphs_compiled() - self._graphs_at_start,
+            "recompiles": graphs_compiled() - (self._graphs_after_first_step or graphs_compiled()),
+            "peak_memory_bytes": (
+                torch.cuda.max_memory_allocated(pl_module.device) if pl_module.device.type == "cuda" else None
+            ),
         }
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -28,28 +28,21 @@ from urllib.parse import urlparse
 import torch
 from huggingface_hub.constants import ENDPOINT as HF_ENDPOINT
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
-from transformers.utils import is_flash_attn_2_available
+from transformers.utils import GENERATION_CONFIG_NAME
 
+from slamming.atomic import write_text_atomic
 from slamming.errors import SlammingError
+from slamming.models.attention import CHOICES as ATTENTION_CHOICES
+from slamming.models.attention import resolve_attention
+from slamming.models.card import TRAINING_KEY, write_model_card
 from slamming.models.checkpoint import read_checkpoint, stage_section
+from slamming.models.sampling import generation_config
 from slamming.vocab import BOS_ID, EOS_ID, PAD_ID, vocab_size
 
 log = logging.getLogger(__name__)
 
 _DROPOUT_KEYS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_attention(requested: str) -> str:
-    """The attention implementation to use: ``flash_attention_2`` only where flash-attn works.
-
-    Falls back to ``sdpa`` with a logged warning when flash-attn is not installed or no CUDA device
-    is present, so one config runs on a laptop and on a GPU.
-    """
-    if requested == "flash_attention_2" and not (is_flash_attn_2_available() and torch.cuda.is_available()):
-        log.warning("flash_attention_2 requested but flash-attn/CUDA is not available: falling back to sdpa")
-        return "sdpa"
-    return requested
 
 
 def require_hub(name: str, timeout: float = 3.0) -> None:
@@ -84,8 +77,9 @@ class UnitLMBuilder:
             random weights).
         rope_theta: RoPE base frequency (the paper: 10,000 instead of Qwen's 1e6); ``None`` keeps it.
         dropout: value for every dropout probability of the config (the paper removes dropout).
-        attn_implementation: ``sdpa`` (default), ``eager`` or ``flash_attention_2`` (falls back to
-            ``sdpa`` where flash-attn is unavailable).
+        attn_implementation: ``auto`` (the fastest kernel that isolates packed documents on this
+            device, see :mod:`slamming.models.attention`), ``flash_attention_2`` (falls back to
+            ``sdpa`` where flash-attn is unavailable), ``flex_attention``, ``sdpa`` or ``eager``.
         dtype: parameter dtype: ``float32`` or ``bfloat16`` (the paper trains pure bf16).
         max_position_embeddings: overrides the config's value when given.
     """
@@ -98,7 +92,7 @@ class UnitLMBuilder:
         twist_init: bool = True,
         rope_theta: float | None = 10000.0,
         dropout: float = 0.0,
-        attn_implementation: str = "sdpa",
+        attn_implementation: str = "auto",
         dtype: str = "float32",
         max_position_embeddings: int | None = None,
     ) -> None:
@@ -106,6 +100,11 @@ class UnitLMBuilder:
             raise SlammingError("model backbone: give either `base` (a text LM folder or hub id) or `config`")
         if dtype not in DTYPES:
             raise SlammingError(f"model backbone: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if attn_implementation not in ATTENTION_CHOICES:
+            raise SlammingError(
+                f"model backbone: attn_implementation must be one of {', '.join(ATTENTION_CHOICES)}, "
+                f"got {attn_implementation!r}"
+            )
         self.base = base
         self.config = dict(config or {})
         self.model_type = model_type
@@ -171,9 +170,14 @@ class UnitLMBuilder:
         return cfg
 
     def build(self, num_units: int) -> PreTrainedModel:
-        """Build the unit LM with ``num_units + 2`` ids."""
+        """Build the unit LM with ``num_units + 2`` ids, in train mode.
+
+        ``from_pretrained`` (TWIST init) returns a model in eval mode, and neither Lightning nor the
+        stages switch it back: it would train with every dropout off (and Lightning would warn of
+        modules in eval mode). A builder makes models to train, so both paths end in train mode.
+        """
         cfg = self.make_config(num_units)
-        attn = resolve_attention(self.attn_implementation)
+        attn = resolve_attention(self.attn_implementation, dropout=self.dropout)
         dtype = DTYPES[self.dtype]
         if self.base is not None and self.twist_init:
             # Load with the base's own vocabulary, then shrink: the rows kept are ids 0..K+1.
@@ -206,7 +210,7 @@ class UnitLMBuilder:
             model.config._attn_implementation,
             "TWIST init from " + str(self.base) if self.base and self.twist_init else "random init",
         )
-        return model
+        return model.train()
 
 
 def export_hf(
@@ -215,22 +219,42 @@ def export_hf(
     tokenizer: dict[str, Any] | None,
     tokenizer_dir: str | Path | None = None,
     budget: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+    shown_as: str | Path | None = None,
 ) -> Path:
-    """Save ``model`` with ``save_pretrained`` (safetensors), recording its tokeniser and budget.
+    """Save ``model`` with ``save_pretrained`` (safetensors), with its recipe, tokeniser and budget.
 
     The tokeniser identity is written into ``config.json`` under ``slamming_tokenizer`` so that
     whoever loads the model knows which units it reads; plain ``AutoModelForCausalLM.from_pretrained``
     ignores it. When the tokeniser's folder is known it is copied to ``<out_dir>/tokenizer``, so the
     export alone can turn new audio into the model's units. ``budget`` (the ComputeBudget state of
-    the run) lands under ``slamming_budget``: a later stage started from the export shares it.
+    the run) lands under ``slamming_budget``: a later stage started from the export shares it;
+    ``training`` (objective, start, data, steps, ...) under ``slamming_training``.
+
+    Beside the weights the folder gets ``generation_config.json`` with the paper's sampling
+    (:func:`slamming.models.sampling.generation_config`), so ``model.generate(ids)`` samples as the
+    paper does, and a model card ``README.md`` (:mod:`slamming.models.card`); both are written
+    atomically, and a ``README.md`` slamming did not write is kept.
+
+    Args:
+        model: The unit LM.
+        out_dir: The folder to write (created; files of an earlier export there are replaced).
+        tokenizer: The tokeniser identity, or None when unknown.
+        tokenizer_dir: The tokeniser's folder, copied when it exists.
+        budget: The ComputeBudget state of the run.
+        training: What the stage knows of its training (:meth:`slamming.tasks.UnitLMStage.training_record`).
+        shown_as: How the model card names the folder; default ``out_dir``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.config.slamming_tokenizer = dict(tokenizer) if tokenizer else None
     model.config.slamming_budget = dict(budget) if budget else None
+    setattr(model.config, TRAINING_KEY, dict(training) if training else None)
     model.save_pretrained(out, safe_serialization=True)
+    write_text_atomic(out / GENERATION_CONFIG_NAME, generation_config().to_json_string())
     if tokenizer_dir is not None and Path(tokenizer_dir).is_dir():
         shutil.copytree(tokenizer_dir, out / "tokenizer", dirs_exist_ok=True)
+    write_model_card(out, shown_as)
     return out
 
 

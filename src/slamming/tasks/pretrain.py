@@ -11,12 +11,13 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
 from slamming.contracts import TokenizerFolder, UnitData
-from slamming.data.pretrain.packing import document_attention_mask
+from slamming.models.attention import PackedMasks, varlen_boundaries
+from slamming.models.compiling import compile_or_eager
 from slamming.models.flops import count_params, transformer_flops_per_token
 from slamming.models.unit_lm import UnitLMBuilder
 from slamming.speech.tokenizers import check_identity
 from slamming.tasks.losses import next_unit_loss
-from slamming.tasks.schedules import WarmupCosine
+from slamming.tasks.schedules import check_schedule, make_schedule
 from slamming.tasks.stage import OPTIMIZERS, UnitLMStage
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,9 @@ class NextUnitPretraining(UnitLMStage):
         weight_decay: AdamW weight decay (not applied to biases, norms and embeddings).
         betas: AdamW betas.
         eps: AdamW epsilon.
-        schedule: ``cosine`` (warmup, then cosine to ``min_lr``) or ``constant`` (warmup, then flat).
+        schedule: ``cosine`` (warmup, then cosine to ``min_lr``), ``constant`` (warmup, then flat)
+            or ``inverse_sqrt`` (Hugging Face's, with ``ceil(warmup_ratio · total)`` warmup steps as
+            the time scale; ``min_lr`` unused), as in the paper's early optimiser comparisons.
         compile: wrap the model in ``torch.compile``.
         export: at the end of ``fit``, save the model with ``save_pretrained`` to
             ``<log_dir>/hf_model`` (loadable with plain ``transformers``).
@@ -66,8 +69,7 @@ class NextUnitPretraining(UnitLMStage):
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"model.optimizer must be 'adamw' or 'adamw8bit', got {optimizer!r}")
-        if schedule not in ("cosine", "constant"):
-            raise ValueError(f"model.schedule must be 'cosine' or 'constant', got {schedule!r}")
+        check_schedule(schedule)
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone
         self.model = backbone.build(num_units)
@@ -79,6 +81,7 @@ class NextUnitPretraining(UnitLMStage):
         self.tokenizer_identity: dict[str, Any] | None = None
         self.tokenizer_dir: str | None = None
         self.initial_val_loss: float | None = None
+        self.packed_masks = PackedMasks()
         cfg = self.model.config
         self.flops_per_token = transformer_flops_per_token(
             count_params(self.model, exclude_embeddings=True),
@@ -90,15 +93,20 @@ class NextUnitPretraining(UnitLMStage):
 
     # -- forward -----------------------------------------------------------------------------------
     @property
+    def attention(self) -> str:
+        """The attention implementation the model runs (see :mod:`slamming.models.attention`)."""
+        return self.hf_model.config._attn_implementation
+
+    @property
     def uses_varlen_attention(self) -> bool:
         """Whether the attention kernel isolates documents from position ids alone (flash-attn)."""
-        return self.model.config._attn_implementation == "flash_attention_2"
+        return self.attention == "flash_attention_2"
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``(B, L, V)`` of a packed batch, documents isolated."""
         if self.uses_varlen_attention:
             return self.forward_flattened(batch)
-        mask = document_attention_mask(batch["segment_ids"])
+        mask = self.packed_masks(batch["segment_ids"], self.attention, self.hf_model.dtype)
         return self.model(
             input_ids=batch["input_ids"],
             position_ids=batch["position_ids"],
@@ -112,12 +120,16 @@ class NextUnitPretraining(UnitLMStage):
         transformers (4.57) derives flash-attention's sequence boundaries from restarting position
         ids only for a batch of one row, so the windows are laid end to end (each starts at position
         0, so window boundaries are boundaries too) and the logits are folded back to ``(B, L, V)``.
+        For flash-attn the boundaries are handed over precomputed (:func:`varlen_boundaries`), so a
+        compiled model sees the same shapes at every step instead of recompiling as they move.
         """
         b, length = batch["input_ids"].shape
+        extra = varlen_boundaries(batch["position_ids"]) if self.uses_varlen_attention else {}
         logits = self.model(
             input_ids=batch["input_ids"].reshape(1, b * length),
             position_ids=batch["position_ids"].reshape(1, b * length),
             use_cache=False,
+            **extra,
         ).logits
         return logits.view(b, length, -1)
 
@@ -139,8 +151,8 @@ class NextUnitPretraining(UnitLMStage):
 
     # -- hooks ---------------------------------------------------------------------------------------
     def configure_model(self) -> None:
-        if self.hparams.compile and not isinstance(self.model, torch._dynamo.eval_frame.OptimizedModule):
-            self.model = torch.compile(self.model)
+        if self.hparams.compile:  # the strategy's device: the module may not be on it yet
+            self.model = compile_or_eager(self.model, self.trainer.strategy.root_device.type)
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -210,6 +222,11 @@ class NextUnitPretraining(UnitLMStage):
         hp = self.hparams
         opt = self._make_optimizer()
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        floor = hp.min_lr / hp.lr if hp.schedule == "cosine" else 1.0
-        sched = LambdaLR(opt, WarmupCosine(hp.warmup_ratio, total, floor))
+        schedule = make_schedule(
+            hp.schedule,
+            warmup_ratio=hp.warmup_ratio,
+            total_steps=total,
+            min_ratio=hp.min_lr / hp.lr if hp.lr else 0.0,
+        )
+        sched = LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
