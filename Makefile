@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export VENV
 
-.PHONY: setup demo test test-slow lint bench gpu-check clean-demo
+.PHONY: setup demo test test-slow lint bench gpu-check gpu-wheels clean-demo
 
 setup:
 	@bash scripts/setup.sh
@@ -31,7 +31,13 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/run.py
 
-# Runs on a GPU machine as it is (its own torch/transformers/lightning; no fairseq2 needed).
+# Runs on a GPU machine with its own torch and transformers: the rest of what `slamming fit` needs
+# comes from .gpu-wheels (made here by `make gpu-wheels`, carried there), installed when missing.
+GPU_WHEELS := lightning==2.6.6 lightning-utilities==0.15.3 torchmetrics==1.9.0 jsonargparse==4.53.0 \
+	docstring-parser typeshed-client tensorboardX protobuf soundfile
+gpu-wheels: setup
+	$(BIN)/pip download --no-deps --only-binary :all: --dest .gpu-wheels $(GPU_WHEELS)
+
 gpu-check:
 	python3 scripts/gpu_check.py
 

@@ -104,9 +104,11 @@ class SlammingCLI(LightningCLI):
 
 def run_lightning(args: Sequence[str] | None) -> SlammingCLI:
     """Run the LightningCLI on ``args`` (``fit --config …``; ``None`` reads ``sys.argv``) and return it."""
-    if torch.cuda.is_available():
-        torch.set_float32_matmul_precision("high")
     argv = sys.argv[1:] if args is None else list(args)
+    if torch.cuda.is_available() and argv and argv[0] == "fit":
+        # TF32 matmuls for training only: scoring (test) and unit extraction (predict) stay true fp32,
+        # so their numbers and units do not depend on the GPU generation.
+        torch.set_float32_matmul_precision("high")
     extra: dict[str, Any] = {}
     if argv and argv[0] == "predict":
         # Extraction has no logger, so the config would land in the working directory, and a rerun

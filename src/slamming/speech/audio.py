@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio
 
 from slamming.errors import AudioError
 
@@ -74,6 +73,8 @@ def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
         raise ValueError(f"sample rates must be positive, got {orig_sr} -> {new_sr}")
     if orig_sr == new_sr:
         return wav
+    import torchaudio  # here, not at import: training paths that never resample need no torchaudio
+
     return torchaudio.functional.resample(wav, int(orig_sr), int(new_sr))
 
 
