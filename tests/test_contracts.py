@@ -56,9 +56,10 @@ def test_unit_data_modules_provide_the_data_contract(datamodule: type) -> None:
     assert missing_members(datamodule, UnitData) == []
 
 
-def test_only_the_synthetic_data_module_knows_a_tokenizer_folder() -> None:
+def test_both_pretraining_data_modules_name_their_tokenizer_folder() -> None:
+    """The synthetic module's is the one it fitted; a plain UnitDataModule's is its tokenizer_dir argument."""
     assert missing_members(SyntheticSpeechDataModule, TokenizerFolder) == []
-    assert missing_members(UnitDataModule, TokenizerFolder) == ["tokenizer_dir"]
+    assert missing_members(UnitDataModule, TokenizerFolder) == []
 
 
 def test_require_names_the_class_the_protocol_and_what_is_missing() -> None:

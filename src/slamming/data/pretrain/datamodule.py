@@ -14,7 +14,7 @@ from slamming.data.pretrain.packing import collate_packed
 from slamming.data.pretrain.windows import PackedWindowDataset
 from slamming.data.sampling.resumable import ResumableDataModule, path_list
 from slamming.errors import CorpusError, SlammingError
-from slamming.speech.tokenizers import check_identity
+from slamming.speech.tokenizers import check_identity, read_config
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ class UnitDataModule(ResumableDataModule):
         seed: seed of the document order.
         verify_checksums: recompute every corpus file's sha256 in ``setup`` (one read of the data).
         pin_memory: pin batches for faster host-to-GPU copies.
+        tokenizer_dir: the saved tokeniser that made the corpora (checked against their recorded
+            identity). Pretraining records it in its checkpoints and export, so DPO and evaluation
+            turn new speech into the same units without being told where the tokeniser is.
     """
 
     collate = collate_packed
@@ -57,8 +60,10 @@ class UnitDataModule(ResumableDataModule):
         seed: int = 0,
         verify_checksums: bool = True,
         pin_memory: bool = True,
+        tokenizer_dir: str | None = None,
     ) -> None:
         super().__init__()
+        self._tokenizer_folder = None if tokenizer_dir is None else Path(tokenizer_dir)
         self.train_paths = path_list(train)
         self.val_paths = path_list(val)
         if not self.train_paths:
@@ -120,6 +125,21 @@ class UnitDataModule(ResumableDataModule):
         return self._num_units
 
     @property
+    def tokenizer_dir(self) -> Path | None:
+        """The tokeniser folder given as ``tokenizer_dir`` (None when not given)."""
+        return self._tokenizer_folder
+
+    def check_tokenizer_dir(self) -> None:
+        """The given tokeniser folder must be the one whose units the corpora hold."""
+        folder = self._tokenizer_folder
+        if folder is None:
+            return
+        recorded = read_config(folder).get("identity") or {}
+        check_identity(
+            self.tokenizer, recorded, what=f"data.tokenizer_dir {folder} (vs the corpora's tokeniser)"
+        )
+
+    @property
     def tokenizer(self) -> dict[str, Any]:
         """Identity of the tokeniser that made the corpora."""
         if self._identity is None:
@@ -130,6 +150,7 @@ class UnitDataModule(ResumableDataModule):
     # -- Lightning hooks ------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
+            self.check_tokenizer_dir()
             self.train_set = PackedWindowDataset(
                 self._open(self.train_paths), self.context_length, self.weights, self.seed, shuffle=True
             )
