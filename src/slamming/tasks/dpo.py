@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.optim.lr_scheduler import LambdaLR
 
 from slamming.contracts import UnitData
 from slamming.errors import SlammingError
@@ -44,7 +43,7 @@ from slamming.tasks.reference import (
     load_reference,
     save_reference,
 )
-from slamming.tasks.schedules import check_schedule, make_schedule
+from slamming.tasks.schedules import check_schedule
 from slamming.tasks.stage import OPTIMIZERS, UnitLMStage
 
 log = logging.getLogger(__name__)
@@ -377,16 +376,6 @@ class DPOAlignment(UnitLMStage):
         self.initial_val = extra.get("initial_val")
 
     # -- optimisation --------------------------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        opt = self._make_optimizer()
-        # Only the cosine has a horizon; the others need no trainer (and none is asked).
-        total = max(int(self.trainer.estimated_stepping_batches), 1) if hp.schedule == "cosine" else None
-        schedule = make_schedule(
-            hp.schedule,
-            warmup_steps=hp.warmup_steps,
-            total_steps=total,
-            min_ratio=hp.min_lr / hp.lr if hp.lr else 0.0,
-        )
-        sched = LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
+    def schedule_warmup(self) -> dict[str, Any]:
+        """DPO warms up over a fixed number of steps (the authors' 100)."""
+        return {"warmup_steps": self.hparams.warmup_steps}

@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.optim.lr_scheduler import LambdaLR
 
 from slamming.contracts import TokenizerFolder, UnitData
 from slamming.models.attention import PackedMasks, varlen_boundaries
@@ -17,7 +16,7 @@ from slamming.models.flops import count_params, transformer_flops_per_token
 from slamming.models.unit_lm import UnitLMBuilder
 from slamming.speech.tokenizers import check_identity
 from slamming.tasks.losses import next_unit_loss
-from slamming.tasks.schedules import check_schedule, make_schedule
+from slamming.tasks.schedules import check_schedule
 from slamming.tasks.stage import OPTIMIZERS, UnitLMStage
 
 log = logging.getLogger(__name__)
@@ -218,15 +217,6 @@ class NextUnitPretraining(UnitLMStage):
         self.tokenizer_dir = extra.get("tokenizer_dir")
         self.initial_val_loss = extra.get("initial_val_loss")
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        opt = self._make_optimizer()
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        schedule = make_schedule(
-            hp.schedule,
-            warmup_ratio=hp.warmup_ratio,
-            total_steps=total,
-            min_ratio=hp.min_lr / hp.lr if hp.lr else 0.0,
-        )
-        sched = LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
+    def schedule_warmup(self) -> dict[str, Any]:
+        """Pretraining warms up over a fraction of the run (the paper's 1 %)."""
+        return {"warmup_ratio": self.hparams.warmup_ratio}

@@ -16,11 +16,13 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from torch.optim.lr_scheduler import LambdaLR
 
 from slamming.callbacks.budget import ComputeBudget
 from slamming.contracts import BenchmarkScores
 from slamming.models.card import TRAINING_KEY
 from slamming.models.unit_lm import export_hf
+from slamming.tasks.schedules import make_schedule
 
 OPTIMIZERS = ("adamw", "adamw8bit")
 
@@ -71,6 +73,27 @@ class UnitLMStage(pl.LightningModule):
         fused = self.device.type == "cuda"
         return torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, fused=fused or None)
 
+    def schedule_warmup(self) -> dict[str, Any]:
+        """``{"warmup_steps": N}`` or ``{"warmup_ratio": r}`` for :func:`make_schedule` (per stage)."""
+        raise NotImplementedError
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """The optimizer and the ``schedule`` hyperparameter's learning-rate curve, stepped per optimizer step.
+
+        The run's length (``estimated_stepping_batches``) is asked for only when the curve needs it:
+        a cosine's horizon or a warmup given as a fraction of the run.
+        """
+        hp = self.hparams
+        opt = self._make_optimizer()
+        warmup = self.schedule_warmup()
+        needs_total = hp.schedule == "cosine" or "warmup_ratio" in warmup
+        total = max(int(self.trainer.estimated_stepping_batches), 1) if needs_total else None
+        schedule = make_schedule(
+            hp.schedule, total_steps=total, min_ratio=hp.min_lr / hp.lr if hp.lr else 0.0, **warmup
+        )
+        sched = LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
+
     def resize_schedule(self, total_steps: int) -> None:
         """Move the end of the learning-rate schedule to ``total_steps`` optimizer steps.
 
@@ -112,9 +135,7 @@ class UnitLMStage(pl.LightningModule):
             "precision": str(trainer.precision),
             "devices": int(trainer.world_size),
         }
-        check = next(
-            (cb for cb in trainer.callbacks if isinstance(cb, BenchmarkScores) and cb.results), None
-        )
+        check = next((cb for cb in trainer.callbacks if isinstance(cb, BenchmarkScores) and cb.results), None)
         if check is not None:
             record["benchmarks"] = {
                 "step": check.scored_step,
