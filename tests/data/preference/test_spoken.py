@@ -161,7 +161,7 @@ PLANTED = (
 )
 
 
-def _swag_csv(path: Path, rows: list[tuple[Any, ...]], header: list[str] | None = None) -> Path:
+def swag_csv(path: Path, rows: list[tuple[Any, ...]], header: list[str] | None = None) -> Path:
     header = SWAG_HEADER if header is None else header
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -266,7 +266,7 @@ def test_swag_csv_is_filtered_spoken_in_the_models_units_and_trained_on_then_reu
     tmp_path: Path, pretrained: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Acceptance C3: a SWAG-layout CSV → auto-BLEU filter → one voice per triple → DPO fit; cached."""
-    text_file = _swag_csv(tmp_path / "swag.csv", [*SWAG_ROWS[:6], PLANTED, *SWAG_ROWS[6:]])
+    text_file = swag_csv(tmp_path / "swag.csv", [*SWAG_ROWS[:6], PLANTED, *SWAG_ROWS[6:]])
     triples, _ = read_swag_csv(text_file)
     planted = next(t for t in triples if t.prompt == PLANTED[0])
     assert auto_bleu(planted.prompt + " " + planted.chosen) > 0.3
@@ -373,7 +373,7 @@ def test_swag_csv_missing_a_column_is_one_clear_line(
     tmp_path: Path, pretrained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     header = [c for c in SWAG_HEADER if c != "ending3"]
-    text_file = _swag_csv(tmp_path / "short.csv", SWAG_ROWS, header=header)
+    text_file = swag_csv(tmp_path / "short.csv", SWAG_ROWS, header=header)
     cfg = _dpo_config(tmp_path, pretrained["ckpt"], source="swag", text_file=str(text_file))
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", str(cfg)])
@@ -409,7 +409,7 @@ def test_model_without_a_recorded_tokeniser_needs_data_tokenizer(
 
 
 def test_an_empty_training_split_names_what_emptied_it(tmp_path: Path) -> None:
-    one = _swag_csv(tmp_path / "one.csv", SWAG_ROWS[:1])
+    one = swag_csv(tmp_path / "one.csv", SWAG_ROWS[:1])
     assert split_triples(read_swag_csv(one)[0], 0.999)[0] == []  # the one row falls into validation
     with pytest.raises(
         SlammingError,
@@ -419,7 +419,7 @@ def test_an_empty_training_split_names_what_emptied_it(tmp_path: Path) -> None:
         SpokenPreferenceDataModule(
             source="swag", text_file=str(one), val_fraction=0.999, cache_dir=str(tmp_path)
         )
-    looping = _swag_csv(tmp_path / "loop.csv", [PLANTED])
+    looping = swag_csv(tmp_path / "loop.csv", [PLANTED])
     with pytest.raises(
         SlammingError,
         match=r"\(0 held out for validation, 1 dropped .*\); add triples or relax "
