@@ -1,7 +1,8 @@
 """Scoring precision: score a unit LM in fp32, as the authors do, whatever precision it trains in.
 
-The paper's model trains in bf16 (slam-recipe §1.1), but the authors score in fp32 (slamkit's
-default model config loads weights with ``torch_dtype: null``, slam-recipe §1.5b). bf16 keeps 8 bits of mantissa: running
+A model may hold bf16 weights (a ``bf16-true`` run, a bf16 export, the authors' later pure-bf16
+config), but the authors score in fp32 (slamkit's default model config loads weights with
+``torch_dtype: null``, slam-recipe §1.5b). bf16 keeps 8 bits of mantissa: running
 the same weights in bf16 moves the mean per-unit log-likelihood of a sequence (by about 3e-4
 already for the 2-layer model of the tests; rounding errors add up over layers), which is enough
 to flip close benchmark pairs and to change sampled continuations. So every scoring
