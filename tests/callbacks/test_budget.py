@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 import slamming.callbacks.budget
 from slamming.callbacks.budget import STOP_CHECKPOINT_NAME, ComputeBudget
 from slamming.errors import SlammingError
+from slamming.models.checkpoint import TRUST_ENV
 
 from .ddp_budget_script import RANK_STEP_SECONDS, FakeClock, TinyRegression, make_loader
 
@@ -270,14 +271,18 @@ class WithPathHparam(TinyRegression):
         self.save_hyperparameters()
 
 
-def test_read_consumed_reads_checkpoints_with_arbitrary_hparams(tmp_path: Path) -> None:
+def test_read_consumed_refuses_arbitrary_hparams_unless_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pickle that needs a class (here a Path) could as well run code: refused, then read once trusted."""
     trainer = make_trainer(
         tmp_path, [ComputeBudget(max_gpu_hours=1.0)], max_steps=3, enable_checkpointing=False
     )
     trainer.fit(WithPathHparam(tmp_path), make_loader(16))
     trainer.save_checkpoint(tmp_path / "with_path.ckpt")
-    with pytest.raises(Exception, match="weights_only"):  # the case the fallback exists for
-        torch.load(tmp_path / "with_path.ckpt", weights_only=True)
+    with pytest.raises(SlammingError, match=r"would unpickle pathlib\.PosixPath.*--trust-checkpoint"):
+        ComputeBudget.read_consumed(tmp_path / "with_path.ckpt")
+    monkeypatch.setenv(TRUST_ENV, "1")
     consumed = ComputeBudget.read_consumed(tmp_path / "with_path.ckpt")
     assert consumed["tokens"] == sum(i % 5 + 1 for i in range(12)) and consumed["gpu_hours"] > 0
     assert consumed["stopped_by"] is None

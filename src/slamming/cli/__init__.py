@@ -15,6 +15,10 @@ actions: ``slamming corpus export-tokens --help``). The Lightning commands are
 :mod:`slamming.cli.lightning`, the tools :mod:`slamming.cli.tools`; each is imported only when
 one of its commands runs, so a tool never waits for Lightning to import.
 
+Checkpoints are read as tensors and plain values only; ``--trust-checkpoint`` (anywhere on the
+command line, any command) allows unpickling other objects, which runs whatever code a file asks
+for: only for files you made or trust (:data:`slamming.models.checkpoint.TRUST_ENV`).
+
 A usage mistake or a :class:`~slamming.errors.SlammingError` (a user mistake found while running)
 is printed as one line, ``slamming: error: …``, without a traceback, and the command exits with
 status 2.
@@ -24,12 +28,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from slamming.cli.tools import TOOLS, ToolUsageError, run_tool
 from slamming.errors import SlammingError
+
+#: The opt-in to unpickle checkpoints that need more than tensors and plain values.
+TRUST_FLAG = "--trust-checkpoint"
 
 __all__ = ["COMMANDS", "LIGHTNING_COMMANDS", "main", "usage"]
 
@@ -64,6 +72,8 @@ def usage() -> str:
             *rows(TOOLS),
             "",
             "`slamming COMMAND --help` documents a command's options (and a tool's actions).",
+            f"{TRUST_FLAG} (any command): also unpickle checkpoints that need more than tensors and",
+            "plain values. That runs code the file asks for: only for files you made or trust.",
         ]
     )
 
@@ -103,6 +113,12 @@ def main(args: Sequence[str] | None = None) -> None:
         SystemExit: 0 after ``--help``; 2 on a user mistake, printed as one line.
     """
     argv = list(sys.argv[1:] if args is None else args)
+    if TRUST_FLAG in argv:
+        from slamming.models.checkpoint import TRUST_ENV  # here: `slamming --help` imports no torch
+
+        argv = [a for a in argv if a != TRUST_FLAG]
+        args = argv
+        os.environ[TRUST_ENV] = "1"  # read by read_checkpoint and by the resume check
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
         if not argv:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +31,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from slamming.callbacks.budget import ComputeBudget
 from slamming.callbacks.throughput import Throughput
+from slamming.errors import SlammingError
+from slamming.models.checkpoint import checkpoints_trusted, read_checkpoint
 from slamming.models.flops import measure_cpu_peak_flops
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,34 @@ class SlammingCLI(LightningCLI):
                 f"GFLOP/s against {fp32 / 1e9:.1f} GFLOP/s in fp32 (no native bf16), so bf16 autocast would "
                 f"slow every step; {KEEP_PRECISION_ENV}=1 keeps {precision}"
             )
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads a --ckpt_path's hyperparameters here, before any hook runs: check the
+        # file first, so an unreadable or code-carrying checkpoint is one line, not a traceback.
+        if self.config.get("subcommand"):
+            self._check_resume(self.config[self.config.subcommand])
+        try:
+            super()._parse_ckpt_path()
+        except pickle.UnpicklingError:
+            if not checkpoints_trusted():
+                raise
+            # A trusted file with non-plain hyperparameters: the config's model settings stand.
+
+    @staticmethod
+    def _check_resume(config: Any) -> None:
+        """Refuse, in one line, a ``--ckpt_path`` that is unreadable or would unpickle code.
+
+        Lightning's own loader unpickles anything when ``weights_only`` is unset; it gets the same
+        answer as :func:`read_checkpoint`: plain tensors and values, unless the user trusts the file.
+        """
+        path = config.get("ckpt_path") if "ckpt_path" in config else None
+        if path in (None, "last", "best", "hpc", "registry"):
+            return
+        if not os.path.isfile(path):
+            raise SlammingError(f"--ckpt_path {path}: no such checkpoint file")
+        read_checkpoint(path)
+        if "weights_only" in config and config.get("weights_only") is None:
+            config["weights_only"] = not checkpoints_trusted()
 
 
 def run_lightning(args: Sequence[str] | None) -> SlammingCLI:
