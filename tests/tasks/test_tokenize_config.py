@@ -8,6 +8,7 @@ and a folder of FLAC/WAV files at 16, 24 and 44.1 kHz written with soundfile.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import joblib
@@ -25,6 +26,9 @@ from slamming.speech.hubert import HubertFeatures
 from slamming.speech.kmeans_import import converted_path
 from slamming.speech.tokenizers import dedup
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from audio_bench import speechlike  # noqa: E402  (the benchmark's speech-like test signal)
+
 CONFIG = "configs/tokenize.yaml"
 K = 500
 FILES = [  # name, rate, channels, seconds
@@ -35,16 +39,6 @@ FILES = [  # name, rate, channels, seconds
     ("e.flac", 16000, 1, 6.5),
     ("f.wav", 16000, 2, 7.5),
 ]
-
-
-def _speechlike(seconds: float, rate: int, channels: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    f0 = 110.0 + 40.0 * np.sin(2 * np.pi * (0.2 + 0.3 * rng.random()) * t)
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    voiced = sum(np.sin(h * phase) / h for h in range(1, 9))
-    mono = 0.1 * (0.5 + 0.5 * np.sin(2 * np.pi * 3.5 * t)) * voiced + 0.02 * rng.standard_normal(t.size)
-    return np.stack([mono * (1.0 - 0.2 * c) for c in range(channels)], axis=1)
 
 
 def _mhubert_like(directory: Path) -> Path:
@@ -67,7 +61,7 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     audio = root / "audio"
     audio.mkdir()
     for i, (name, rate, channels, seconds) in enumerate(FILES):
-        sf.write(audio / name, _speechlike(seconds, rate, channels, seed=i), rate, subtype="PCM_16")
+        sf.write(audio / name, speechlike(seconds, rate, channels, seed=i), rate, subtype="PCM_16")
     (audio / "broken.flac").write_bytes(b"fLaC" + bytes(100))
     model = _mhubert_like(root / "mhubert-base-25hz")
     wavs = [read_audio(audio / name) for name, *_ in FILES]
