@@ -374,8 +374,3 @@ class DPOAlignment(UnitLMStage):
                 "(reference fingerprint differs); resume with the same model.init_from"
             )
         self.initial_val = extra.get("initial_val")
-
-    # -- optimisation --------------------------------------------------------------------------------------------
-    def schedule_warmup(self) -> dict[str, Any]:
-        """DPO warms up over a fixed number of steps (the authors' 100)."""
-        return {"warmup_steps": self.hparams.warmup_steps}

@@ -216,7 +216,3 @@ class NextUnitPretraining(UnitLMStage):
         self.tokenizer_identity = extra.get("tokenizer")
         self.tokenizer_dir = extra.get("tokenizer_dir")
         self.initial_val_loss = extra.get("initial_val_loss")
-
-    def schedule_warmup(self) -> dict[str, Any]:
-        """Pretraining warms up over a fraction of the run (the paper's 1 %)."""
-        return {"warmup_ratio": self.hparams.warmup_ratio}

@@ -74,8 +74,12 @@ class UnitLMStage(pl.LightningModule):
         return torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, fused=fused or None)
 
     def schedule_warmup(self) -> dict[str, Any]:
-        """``{"warmup_steps": N}`` or ``{"warmup_ratio": r}`` for :func:`make_schedule` (per stage)."""
-        raise NotImplementedError
+        """The stage's warmup for :func:`make_schedule`: a number of steps (DPO's ``warmup_steps``, the
+        authors' 100) or a fraction of the run (pretraining's ``warmup_ratio``, the paper's 1 %)."""
+        hp = self.hparams
+        return (
+            {"warmup_steps": hp.warmup_steps} if "warmup_steps" in hp else {"warmup_ratio": hp.warmup_ratio}
+        )
 
     def configure_optimizers(self) -> dict[str, Any]:
         """The optimizer and the ``schedule`` hyperparameter's learning-rate curve, stepped per optimizer step.
