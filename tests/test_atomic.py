@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from slamming.atomic import atomic_build, atomic_path, temporary_sibling, write_text_atomic
+from slamming.errors import SlammingError
 
 
 def test_atomic_path_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -79,3 +81,38 @@ def test_atomic_build_on_error_leaves_nothing(tmp_path: Path) -> None:
     with atomic_build(out) as (_, done):
         done["n"] = 2
     assert json.loads((out / "done.json").read_text()) == {"n": 2}
+
+
+def _hold_build_lock(target: str, held: Any, release: Any) -> None:
+    from slamming.atomic import build_lock
+
+    with build_lock(target):
+        held.set()
+        release.wait(30)
+
+
+def test_build_lock_makes_a_second_process_wait_and_times_out_with_one_line(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    from slamming.atomic import build_lock, lock_path
+
+    target = tmp_path / "cache"
+    ctx = mp.get_context("spawn")
+    held, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_build_lock, args=(str(target), held, release))
+    holder.start()
+    try:
+        assert held.wait(60)
+        with pytest.raises(SlammingError, match=r"cache is being built by another process .*wait for it"):
+            with build_lock(target, timeout=0.3):
+                pass
+        release.set()
+        holder.join(30)
+        with build_lock(target, timeout=10) as path:
+            assert path == lock_path(target) == tmp_path / ".cache.lock"
+            with build_lock(target, timeout=0.1):  # re-entrant within the process
+                pass
+    finally:
+        release.set()
+        holder.join(30)
+    assert holder.exitcode == 0

@@ -10,6 +10,8 @@
   to overwrite, and even then replaced only when it is one of ours (it holds our marker file).
 - :class:`StagedWriter`: the base of writers that stream into a hidden folder and commit it on
   ``close()`` (a clean ``with`` exit) or discard it on ``abort()`` (an exception).
+- :func:`build_lock`: an inter-process lock (the ``filelock`` package) held while a cache is built,
+  so a second process building the same cache waits, then finds it built and reuses it.
 
 Nothing is fsynced (no writer of the package ever did): the rename makes a write atomic against
 crashes of the process, not against a power cut.
@@ -29,7 +31,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import filelock
+
 from slamming.errors import SlammingError
+
+#: Seconds between the "waiting for another process" lines while a build lock is held elsewhere.
+LOCK_REPORT_SECONDS = 30.0
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -59,6 +66,53 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def lock_path(target: str | os.PathLike[str]) -> Path:
+    """The lock file of ``target``: the hidden, empty sibling ``.NAME.lock``."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.lock")
+
+
+@contextlib.contextmanager
+def build_lock(target: str | os.PathLike[str], *, timeout: float | None = None) -> Iterator[Path]:
+    """Hold the inter-process lock of ``target`` (a cache folder or file) while building it.
+
+    Every builder of the same cache takes this lock before it looks for a finished cache, so only
+    one process builds and the others wait and then reuse the result; inside the lock a leftover
+    ``.partial`` or temporary file can only be from a dead process and is safe to remove. The lock is
+    an OS lock (``fcntl.flock`` via ``filelock``): a process killed with -9 releases it. The empty,
+    hidden lock file stays (removing it would race with a waiter). Re-entrant within a process.
+
+    Args:
+        target: the folder or file being built (its parent is created).
+        timeout: seconds to wait before a :class:`SlammingError`; ``None`` waits for ever, printing a
+            line every :data:`LOCK_REPORT_SECONDS` while another process holds it.
+
+    Yields:
+        The lock file's path.
+    """
+    path = lock_path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(path), is_singleton=True)
+    waited = 0.0
+    while True:
+        step = LOCK_REPORT_SECONDS if timeout is None else min(LOCK_REPORT_SECONDS, max(timeout - waited, 0.0))
+        try:
+            lock.acquire(timeout=step)
+            break
+        except filelock.Timeout:
+            waited += step
+            if timeout is not None and waited >= timeout:
+                raise SlammingError(
+                    f"{target} is being built by another process (lock {path} held for {waited:.1f} s): "
+                    "wait for it to finish, or stop it"
+                ) from None
+            print(f"waiting for another process building {target} ({waited:.0f} s)", flush=True)
+    try:
+        yield path
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager
