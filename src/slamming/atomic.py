@@ -97,7 +97,9 @@ def build_lock(target: str | os.PathLike[str], *, timeout: float | None = None) 
     lock = filelock.FileLock(str(path), is_singleton=True)
     waited = 0.0
     while True:
-        step = LOCK_REPORT_SECONDS if timeout is None else min(LOCK_REPORT_SECONDS, max(timeout - waited, 0.0))
+        step = (
+            LOCK_REPORT_SECONDS if timeout is None else min(LOCK_REPORT_SECONDS, max(timeout - waited, 0.0))
+        )
         try:
             lock.acquire(timeout=step)
             break
