@@ -22,3 +22,11 @@ class CorpusError(SlammingError):
 
 class TokenizerMismatchError(SlammingError):
     """Units made by one tokeniser fed to a model or corpus that expects another."""
+
+
+class ConfigError(SlammingError, ValueError):
+    """A setting with a value that cannot work (an unknown name, a value out of range).
+
+    Also a :class:`ValueError`, so code and tests that validate arguments keep catching it; the CLI
+    reports it as one line like every :class:`SlammingError`.
+    """
