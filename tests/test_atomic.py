@@ -84,7 +84,7 @@ def test_atomic_build_on_error_leaves_nothing(tmp_path: Path) -> None:
 
 
 def _hold_build_lock(target: str, held: Any, release: Any) -> None:
-    from slamming.atomic import build_lock
+    from slamming.locks import build_lock
 
     with build_lock(target):
         held.set()
@@ -94,7 +94,7 @@ def _hold_build_lock(target: str, held: Any, release: Any) -> None:
 def test_build_lock_makes_a_second_process_wait_and_times_out_with_one_line(tmp_path: Path) -> None:
     import multiprocessing as mp
 
-    from slamming.atomic import build_lock, lock_path
+    from slamming.locks import build_lock, lock_path
 
     target = tmp_path / "cache"
     ctx = mp.get_context("spawn")

@@ -15,6 +15,7 @@ pretraining and preference DataModules are :class:`UnitData`.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from slamming.errors import SlammingError
@@ -124,3 +125,15 @@ def require(obj: object, protocol: type, user: str, fix: str) -> None:
             f"{user} needs a {protocol.__name__} ({', '.join(members(protocol))}); "
             f"{type(obj).__name__} lacks {', '.join(missing)}: {fix}"
         )
+
+
+def read_num_tokens(outputs: Any) -> Any | None:
+    """The ``num_tokens`` of what a stage's ``training_step`` returned (``{"loss", "num_tokens"}``).
+
+    ``num_tokens`` counts the micro-batch's non-ignored targets (an int or a 0-d tensor, returned
+    detached); ``None`` for a bare loss or a skipped step. The budget and throughput callbacks read it.
+    """
+    if isinstance(outputs, Mapping) and "num_tokens" in outputs:
+        value = outputs["num_tokens"]
+        return value.detach() if hasattr(value, "detach") else int(value)
+    return None

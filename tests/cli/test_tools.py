@@ -53,7 +53,7 @@ def test_import_features_jsonl_counts_bad_lines(tmp_path: Path, capsys: pytest.C
     src = tmp_path / "features.jsonl"
     good = {"units": [3, 4, 4], "duration": [1, 2, 1], "file_name": "a.wav"}
     src.write_text(json.dumps(good) + "\nnot json\n" + json.dumps({**good, "units": [3, 999, 1]}) + "\n")
-    main(["corpus", "import-features", str(src), str(tmp_path / "c"), "--num-units", "500"])
+    main(["corpus", "import-features", str(src), str(tmp_path / "c"), "--num-units", "500", "--skip-bad"])
     out = capsys.readouterr().out
     # One document kept; two lines skipped, each kind with its count and first line.
     assert out == (

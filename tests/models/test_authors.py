@@ -83,6 +83,46 @@ def test_weights_that_do_not_fit_are_one_clear_error(tmp_path: Path) -> None:
         load_authors_folder(tmp_path / "slam")
 
 
+def _shard(folder: Path, names: list[str]) -> None:
+    """Split the folder's model.safetensors into one shard per name, with the index naming them."""
+    from safetensors.torch import load_file
+
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    keys = sorted(state)
+    weight_map = {}
+    for i, name in enumerate(names):
+        part = {k: state[k] for k in keys[i :: len(names)]}
+        save_file(part, folder / name)  # an absolute name replaces the folder, as a reader joining it would
+        weight_map.update(dict.fromkeys(part, name))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+
+def test_sharded_weights_load_and_hostile_shard_names_are_refused(tmp_path: Path) -> None:
+    plain = _authors_folder(tmp_path / "slam", tied=False)
+    _shard(tmp_path / "slam", ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"])
+    model = load_authors_folder(tmp_path / "slam")
+    ids = torch.randint(0, UNIT_VOCAB, (2, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, plain(ids).logits)
+    outside = tmp_path / "outside.safetensors"
+    for hostile in ["../outside.safetensors", str(outside)]:
+        _authors_folder(tmp_path / "evil", tied=False)
+        _shard(tmp_path / "evil", ["model-00001-of-00002.safetensors", hostile])
+        assert outside.is_file()  # the file the index points at exists: only the name is refused
+        with pytest.raises(SlammingError, match=r"weight_map names the file .*not a plain file name inside"):
+            load_authors_folder(tmp_path / "evil")
+        outside.unlink()
+        import shutil
+
+        shutil.rmtree(tmp_path / "evil")
+    _authors_folder(tmp_path / "broken", tied=False)
+    (tmp_path / "broken" / "model.safetensors").unlink()
+    (tmp_path / "broken" / "model.safetensors.index.json").write_text('{"weight_map": ["a"]}')
+    with pytest.raises(SlammingError, match="has no 'weight_map' object"):
+        load_authors_folder(tmp_path / "broken")
+
+
 def test_unreachable_hub_id_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 import slamming.callbacks.budget as budget_module
 from slamming.callbacks.budget import STOP_CHECKPOINT_NAME, ComputeBudget
+from slamming.callbacks.budget_ledger import LEDGER_NAME
 from slamming.data.preference.datamodule import PreferenceDataModule
 from slamming.models.unit_lm import UnitLMBuilder, export_hf
 from slamming.tasks.dpo import DPOAlignment
@@ -126,7 +127,11 @@ def test_the_stage_cap_stops_dpo_before_the_total(
     )
     # The stop is in a checkpoint of its own (the periodic ones fell on step 3 and 6).
     assert budget.stop_checkpoint_path == str(tmp_path / "ckpt" / STOP_CHECKPOINT_NAME)
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [STOP_CHECKPOINT_NAME, "step=3.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        LEDGER_NAME,
+        STOP_CHECKPOINT_NAME,
+        "step=3.ckpt",
+    ]
     state = ComputeBudget.read_consumed(budget.stop_checkpoint_path)
     assert state["stopped_by"] == "gpu_hours" and state["stop_step"] == 4
     assert state["gpu_hours"] == expected

@@ -1,19 +1,15 @@
 """Compute budget: stop training when the GPU-hours (or tokens) of the run are spent.
 
-With ``size_schedule`` it also ends the learning-rate schedule where the first of its limits ends the
-run (the arithmetic is in :mod:`slamming.callbacks.schedule_sizing`).
+With ``size_schedule`` it also ends the LR schedule where the first of its limits ends the run
+(:mod:`slamming.callbacks.schedule_sizing`); the kill -9 ledger is :mod:`slamming.callbacks.budget_ledger`.
 
-What Lightning 2.6.6 does when a callback sets ``trainer.should_stop`` in ``on_train_batch_end``
-(read in ``loops/training_epoch_loop.py`` and measured with real fits in tests/callbacks):
-
-* Validation runs at that step: ``_should_check_val_fx`` returns True when ``should_stop`` is set
-  and ``min_steps``/``min_epochs`` are met, so the loop's own end-of-stop validation happens
-  (unless ``check_val_every_n_epoch`` skips the current epoch).
-* ``ModelCheckpoint`` with its default epoch trigger saves at the stop (on validation end or on the
-  train-epoch end the fit loop still calls), but one configured with ``every_n_train_steps`` does
-  not: its ``last.ckpt`` stays at the last multiple of N. Hence :meth:`ComputeBudget.on_train_end`
-  saves ``budget-stop.ckpt`` itself, on every rank, whenever no checkpoint was written at the stop
-  step.
+When a callback sets ``trainer.should_stop`` in ``on_train_batch_end``, Lightning 2.6.6
+(``loops/training_epoch_loop.py``, measured in tests/callbacks) validates at that step (when
+``min_steps``/``min_epochs`` are met, unless ``check_val_every_n_epoch`` skips the epoch); a
+``ModelCheckpoint`` with its default epoch trigger saves at the stop, but one with
+``every_n_train_steps`` does not (its ``last.ckpt`` stays at the last multiple of N). Hence
+:meth:`ComputeBudget.on_train_end` saves ``budget-stop.ckpt`` itself, on every rank, whenever no
+checkpoint was written at the stop step.
 """
 
 from __future__ import annotations
@@ -21,29 +17,20 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from slamming.callbacks.budget_ledger import BudgetLedger, checkpoint_dir, read_consumed
 from slamming.callbacks.schedule_sizing import ScheduleHorizon, describe_horizon, schedule_horizon
-from slamming.contracts import BudgetChild, ResizableSchedule, require
+from slamming.contracts import BudgetChild, ResizableSchedule, read_num_tokens, require
 from slamming.errors import SlammingError
-from slamming.models.checkpoint import budget_state, read_checkpoint
 
 STOP_CHECKPOINT_NAME = "budget-stop.ckpt"
-
-
-def read_num_tokens(outputs: Any) -> torch.Tensor | int | None:
-    """The ``num_tokens`` (non-ignored targets of the micro-batch; int or 0-d tensor) of what
-    ``training_step`` returned (``{"loss", "num_tokens"}``), or ``None`` for a bare loss or a skipped step."""
-    if isinstance(outputs, Mapping) and "num_tokens" in outputs:
-        value = outputs["num_tokens"]
-        return value.detach() if isinstance(value, torch.Tensor) else int(value)
-    return None
 
 
 class ComputeBudget(Callback):
@@ -61,6 +48,10 @@ class ComputeBudget(Callback):
     The consumed GPU-hours and tokens are saved in every checkpoint (``state_dict``) and restored on
     resume (``load_state_dict``): a resumed run continues from the consumed amount, it does not get a
     fresh budget. A second ``fit`` with the same callback object and no checkpoint also continues.
+
+    Ledger (kill -9). Rank 0 also writes ``budget-ledger.json`` beside the checkpoints, at most every
+    ``ledger_every_s`` seconds, and a resume from the last checkpoint of the same run counts the time
+    a kill lost after it (:mod:`slamming.callbacks.budget_ledger`); every rank adopts rank 0's reading.
 
     Stopping. Every ``check_every_n_steps`` optimizer steps (micro-batches that only accumulate
     gradients are not checks), rank 0 decides whether the budget is spent and shares the decision
@@ -90,6 +81,8 @@ class ComputeBudget(Callback):
         resize_every_n_steps: Re-estimate the end every this many optimizer steps.
         max_run_gpu_hours: Optional cap for this stage alone (e.g. DPO's 30 minutes), counted over
             the stage's resumes; the run stops at whichever of the two limits comes first.
+        ledger_every_s: Write the ledger at most this often during training (seconds, on rank 0's
+            clock); None turns the ledger off (neither written nor read).
 
     Stages. A later stage (DPO after pretraining) shares the budget of the run it started from: when
     the LightningModule has a ``parent_budget`` attribute (the :meth:`read_consumed` dict of its
@@ -118,6 +111,7 @@ class ComputeBudget(Callback):
         measure_steps: int = 20,
         resize_every_n_steps: int = 100,
         max_run_gpu_hours: float | None = None,
+        ledger_every_s: float | None = 60.0,
     ) -> None:
         run_cap = max_run_gpu_hours
         for bad, problem in (
@@ -164,6 +158,10 @@ class ComputeBudget(Callback):
         self.stop_gpu_hours: float | None = None
         self.stop_tokens: int | None = None
         self.stop_checkpoint_path: str | None = None
+        #: The kill -9 ledger of the current fit (its lineage is also saved in checkpoints).
+        self.ledger = BudgetLedger(ledger_every_s)
+        # The budget state of the checkpoint being resumed (set by load_state_dict, used once).
+        self._resume_state: dict[str, Any] | None = None
 
     @property
     def state_key(self) -> str:
@@ -218,9 +216,10 @@ class ComputeBudget(Callback):
         self.stop_gpu_hours = self.stop_tokens = self.schedule_horizon = self.schedule_limit = None
         self._run_start = time.monotonic()
         self._next_resize = trainer.global_step + self.measure_steps
-        self._adopt_parent(pl_module)
-        if self.size_schedule:
+        self._adopt_parent(pl_module)  # a fresh later stage; exclusive with a resume's ledger
+        if self.size_schedule:  # before the ledger is written: a refused fit leaves nothing
             require(pl_module, ResizableSchedule, "budget.size_schedule", "set budget.size_schedule=false")
+        self._start_ledger(trainer)
         if self._prior_gpu_hours >= self.limit_gpu_hours:
             rank_zero_warn(
                 f"Compute budget already spent at start ({self._prior_gpu_hours:.4f} of "
@@ -245,6 +244,29 @@ class ComputeBudget(Callback):
             f"Compute budget: the parent run used {self.parent_gpu_hours:.4f} of {self.max_gpu_hours:.4f} GPU-hours "
             f"({int(parent.get('tokens', 0))} tokens); {left:.4f} GPU-hours left{cap}"
         )
+
+    # --------------------------------------------------------------------------------------- ledger
+
+    def _start_ledger(self, trainer: pl.Trainer) -> None:
+        """Start this fit's ledger; a resume adopts the consumption a kill lost (rank 0's reading)."""
+        resumed, self._resume_state = self._resume_state, None
+        adopted = self.ledger.start(trainer, resumed)  # a collective, reached by every rank
+        if adopted is not None:
+            self._prior_gpu_hours = adopted["gpu_hours"]
+            self._prior_tokens = max(self._prior_tokens, adopted["tokens"])
+        self._write_ledger(trainer)
+
+    def _write_ledger(self, trainer: pl.Trainer, only_if_due: bool = False) -> None:
+        """Write the ledger (rank 0): now, or with ``only_if_due`` when ``ledger_every_s`` has passed."""
+        now = time.monotonic()
+        if trainer.is_global_zero and (not only_if_due or self.ledger.due(now)):
+            record = (self.consumed_gpu_hours, self.consumed_tokens, self._world_size, self.max_gpu_hours)
+            self.ledger.write(now, trainer.global_step, *record)
+
+    @property
+    def ledger_lost_gpu_hours(self) -> float:
+        """GPU-hours the ledger added at the start of this fit (0.0 when it added none)."""
+        return self.ledger.lost_gpu_hours
 
     @contextlib.contextmanager
     def validation_time(self) -> Iterator[None]:
@@ -287,6 +309,7 @@ class ComputeBudget(Callback):
             self._resize_schedule(trainer, pl_module)
         if trainer.global_step % self.check_every_n_steps == 0:
             self._check(trainer, pl_module)
+        self._write_ledger(trainer, only_if_due=True)
 
     def _resize_schedule(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """End the LR schedule where the first limit ends the run, at this fit's measured rates."""
@@ -373,17 +396,14 @@ class ComputeBudget(Callback):
         # Called on every rank by every save (ModelCheckpoint's or ours): tells on_train_end whether
         # the stop step already has a checkpoint.
         self._last_saved_step = trainer.global_step
+        # The ledger's next write names this checkpoint as the one its consumption continues.
+        self.ledger.checkpoint_step = trainer.global_step
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # All ranks run this hook, so the token all-reduce and the save below are safe collectives.
         self._sync_tokens(trainer, pl_module)
         if self.stopped_by is not None and self._last_saved_step != trainer.global_step:
-            checkpoint_callback = trainer.checkpoint_callback
-            if isinstance(checkpoint_callback, ModelCheckpoint) and checkpoint_callback.dirpath:
-                directory = str(checkpoint_callback.dirpath)
-            else:
-                directory = os.path.join(trainer.default_root_dir, "checkpoints")
-            self.stop_checkpoint_path = os.path.join(directory, STOP_CHECKPOINT_NAME)
+            self.stop_checkpoint_path = os.path.join(checkpoint_dir(trainer), STOP_CHECKPOINT_NAME)
             trainer.save_checkpoint(self.stop_checkpoint_path)
             rank_zero_info(f"Compute budget: checkpoint at the stop saved to {self.stop_checkpoint_path}")
         # Fold this fit into the prior consumption: the clock stops here, and a later fit with the
@@ -392,6 +412,8 @@ class ComputeBudget(Callback):
         self._prior_tokens = self.consumed_tokens
         self._tokens_global = self._tokens_pending = 0
         self._run_start = None
+        self._write_ledger(trainer)  # the final consumption, also past the last checkpoint
+        self.ledger.stop()
 
     # ------------------------------------------------------------------------------- checkpointing
 
@@ -406,6 +428,7 @@ class ComputeBudget(Callback):
             "stop_step": self.stop_step,
             "stage_start_gpu_hours": self._stage_start_gpu_hours,
             "parent_gpu_hours": self.parent_gpu_hours,
+            "lineage": list(self.ledger.lineage),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -415,31 +438,12 @@ class ComputeBudget(Callback):
         parent = state_dict.get("parent_gpu_hours")
         self.parent_gpu_hours = None if parent is None else float(parent)
         self._restored = True
+        lineage = state_dict.get("lineage")
+        self._resume_state = {
+            "gpu_hours": self._prior_gpu_hours,
+            "tokens": self._prior_tokens,
+            "lineage": [str(item) for item in lineage] if isinstance(lineage, list) else [],
+        }
 
-    @staticmethod
-    def read_consumed(checkpoint_path: str | os.PathLike[str]) -> dict[str, Any]:
-        """Return the budget state stored in a Lightning checkpoint.
-
-        A later stage (DPO after pretraining) reads its parent's consumption with this.
-
-        Args:
-            checkpoint_path: A ``.ckpt`` written by a fit that ran under a :class:`ComputeBudget`.
-
-        Returns:
-            A dict with ``gpu_hours``, ``tokens``, ``max_gpu_hours``, ``max_tokens``, ``world_size``,
-            ``stopped_by`` (``"gpu_hours"``, ``"tokens"`` or ``None``) and ``stop_step``.
-
-        Raises:
-            SlammingError: The file is missing, is not a checkpoint, or holds no budget state.
-        """
-        path = os.fspath(checkpoint_path)
-        if not os.path.isfile(path):
-            raise SlammingError(f"{path}: no such checkpoint file; pass the .ckpt written by the parent run.")
-        checkpoint = read_checkpoint(path)  # one line for an untrusted pickle or an unreadable file
-        state = budget_state(checkpoint)
-        if state is None:
-            raise SlammingError(
-                f"{path}: this checkpoint holds no ComputeBudget state (its run had no ComputeBudget callback); "
-                "use a checkpoint from a run with the budget callback."
-            )
-        return state
+    #: The budget state stored in a checkpoint (:func:`slamming.callbacks.budget_ledger.read_consumed`).
+    read_consumed = staticmethod(read_consumed)

@@ -6,11 +6,18 @@ unit corpus, written atomically by :class:`~slamming.data.corpus.writer.CorpusWr
 reads the ids already in the parts, tells the data module to skip them, and continues. When every rank
 is done, rank 0 merges all parts in manifest order into ``output`` (so the corpus is the same token
 for token whatever the number of ranks or interruptions) and removes the parts.
+
+A part is named after the rank that writes it (``rankRRRR-…``, and ``.rankRRRR-….tmp-…`` while it is
+being written). At the start a rank removes only the unfinished parts that no rank of this run can
+be writing: its own (it has written nothing yet) and those of ranks the run does not have; another
+rank's unfinished part is left alone (it may be in progress) until the merge, which runs once every
+rank is done and removes the whole parts folder.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import time
@@ -23,9 +30,13 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from tqdm.auto import tqdm
 
+from slamming.atomic import write_text_atomic
 from slamming.data.corpus.format import UnitCorpus
 from slamming.data.corpus.writer import CorpusWriter
 from slamming.errors import CorpusError
+
+#: The hidden name of a part being written (``CorpusWriter``'s temporary sibling of ``rankRRRR-…``).
+_UNFINISHED_PART = re.compile(r"\.rank(?P<rank>\d+)-.*\.tmp-\d+-\d+-[0-9a-f]+")
 
 
 def _records_of(part: UnitCorpus) -> list[dict[str, Any]]:
@@ -69,10 +80,10 @@ class ExtractionWriter(BasePredictionWriter):
         self._identity = dict(pl_module.identity)
         self._num_units = int(pl_module.num_units)
         done: set[str] = set()
+        self.remove_interrupted_parts(trainer.global_rank, trainer.world_size)
         if self.parts_dir.is_dir():
             for part in sorted(p for p in self.parts_dir.iterdir() if p.is_dir()):
-                if part.name.startswith("."):  # a part interrupted while being written
-                    shutil.rmtree(part, ignore_errors=True)
+                if part.name.startswith("."):  # being written by another rank, or left by a crash
                     continue
                 corpus = UnitCorpus(part)
                 if corpus.tokenizer != self._identity:
@@ -86,6 +97,31 @@ class ExtractionWriter(BasePredictionWriter):
         datamodule = trainer.datamodule
         if datamodule is not None and hasattr(datamodule, "skip_ids"):
             datamodule.skip_ids = set(done)
+
+    def remove_interrupted_parts(self, rank: int, world_size: int) -> list[Path]:
+        """Remove the unfinished parts that no rank of this run can be writing now.
+
+        An unfinished part is a hidden folder ``.rankRRRR-….tmp-…``. Rank ``rank`` has written nothing
+        yet when it calls this, so its own are from an interrupted run, and so are those of ranks
+        ``>= world_size``; those of the other ranks may be in progress and are kept (the merge
+        removes whatever is left once every rank is done).
+
+        Args:
+            rank: this process's global rank.
+            world_size: the number of ranks of this run.
+
+        Returns:
+            The parts removed.
+        """
+        if not self.parts_dir.is_dir():
+            return []
+        removed = []
+        for part in sorted(self.parts_dir.iterdir()):
+            found = _UNFINISHED_PART.fullmatch(part.name)
+            if found and (int(found["rank"]) == rank or int(found["rank"]) >= world_size):
+                shutil.rmtree(part, ignore_errors=True)
+                removed.append(part)
+        return removed
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._seconds, self._started = 0.0, time.perf_counter()
@@ -140,8 +176,9 @@ class ExtractionWriter(BasePredictionWriter):
         self._flush(trainer.global_rank)
         bad = list(getattr(trainer.datamodule, "bad_files", None) or [])
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        (self.parts_dir / f"bad-rank{trainer.global_rank:04d}.json").write_text(
-            json.dumps([[str(path), str(reason)] for path, reason in bad])
+        write_text_atomic(  # read by rank 0 after the barrier: never half-written
+            self.parts_dir / f"bad-rank{trainer.global_rank:04d}.json",
+            json.dumps([[str(path), str(reason)] for path, reason in bad]),
         )
         trainer.strategy.barrier("unit-writer-parts")
         if trainer.is_global_zero:

@@ -10,7 +10,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
-from slamming.callbacks.budget import ComputeBudget, read_num_tokens
+from slamming.callbacks.budget import ComputeBudget
+from slamming.contracts import read_num_tokens
+from slamming.errors import ConfigError
 from slamming.models.compiling import graphs_compiled
 from slamming.models.flops import peak_flops, precision_to_dtype
 
@@ -77,13 +79,21 @@ class Throughput(Callback):
         log_every_n_steps: Log the window metrics every this many optimizer steps.
         peak_flops: Peak FLOP/s of one device; ``None`` looks it up (CUDA) or measures it (CPU).
         print_summary: Print the summary line at the end of the fit.
+
+    Raises:
+        ConfigError: ``log_every_n_steps`` below 1, or a ``peak_flops`` that is not positive.
     """
 
     def __init__(
         self, log_every_n_steps: int = 50, peak_flops: float | None = None, print_summary: bool = True
     ) -> None:
         if log_every_n_steps < 1:
-            raise ValueError(f"log_every_n_steps must be >= 1, got {log_every_n_steps}")
+            raise ConfigError(f"throughput.log_every_n_steps must be >= 1, got {log_every_n_steps}")
+        if peak_flops is not None and not peak_flops > 0:
+            raise ConfigError(
+                f"throughput.peak_flops must be a positive FLOP/s figure, got {peak_flops}; "
+                "leave it null to look the peak up (CUDA) or measure it (CPU)"
+            )
         self.log_every_n_steps = log_every_n_steps
         self.peak_flops = peak_flops
         self.print_summary = print_summary

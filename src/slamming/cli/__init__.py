@@ -21,7 +21,8 @@ for: only for files you made or trust (:data:`slamming.models.checkpoint.TRUST_E
 
 A usage mistake or a :class:`~slamming.errors.SlammingError` (a user mistake found while running)
 is printed as one line, ``slamming: error: …``, without a traceback, and the command exits with
-status 2.
+status 2. So is a write that fails on a full disk or quota (``ENOSPC``, ``EDQUOT``), naming the file
+(:mod:`slamming.cli.disk`); the writers have removed their temporaries by then.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from slamming.cli.disk import disk_full_message
 from slamming.cli.tools import TOOLS, ToolUsageError, run_tool
 from slamming.errors import SlammingError
 
@@ -110,7 +112,7 @@ def main(args: Sequence[str] | None = None) -> None:
         args: The command line after ``slamming``; ``None`` reads ``sys.argv``.
 
     Raises:
-        SystemExit: 0 after ``--help``; 2 on a user mistake, printed as one line.
+        SystemExit: 0 after ``--help``; 2 on a user mistake or a full disk, printed as one line.
     """
     argv = list(sys.argv[1:] if args is None else args)
     if TRUST_FLAG in argv:
@@ -142,9 +144,12 @@ def main(args: Sequence[str] | None = None) -> None:
         _fail(f"{_one_line(str(err))}; `slamming {_subcommand(argv)}--help` lists every option")
     except Exception as err:
         user_error = _find_user_error(err)
-        if user_error is None:
+        if user_error is not None:
+            _fail(str(user_error))
+        full = disk_full_message(err)
+        if full is None:
             raise
-        _fail(str(user_error))
+        _fail(full)
 
 
 _NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Expected a <class 'NoneType'>", "Given value")

@@ -82,6 +82,10 @@ class SlammingCLI(LightningCLI):
         parser.add_lightning_class_args(ComputeBudget, "budget")
         parser.add_lightning_class_args(Throughput, "throughput")
         if self._subcommand in (None, "fit", "validate", "test"):
+            # This link makes the data module before the model. So that a model that cannot work
+            # (no tokeniser, a truncated checkpoint) stops the run before minutes of data building,
+            # data modules only check settings and list files in their constructors; what takes
+            # time (speaking corpora or benchmarks) is their prepare_data, after the model is made.
             parser.link_arguments("data.num_units", "model.init_args.num_units", apply_on="instantiate")
             parser.link_arguments("data.init_args.context_length", "model.init_args.context_length")
 

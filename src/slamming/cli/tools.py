@@ -4,8 +4,8 @@
 
     slamming corpus summary DIR               documents, tokens, hours, tokeniser of a corpus
     slamming corpus verify DIR                recompute every checksum
-    slamming corpus import-features SRC DST --num-units K [--tokenizer JSON] [--overwrite]
-    slamming corpus import-tokens SRC DST --num-units K [--tokenizer JSON] [--overwrite]
+    slamming corpus import-features SRC DST --num-units K [--tokenizer ID] [--skip-bad] [--overwrite]
+    slamming corpus import-tokens SRC DST --num-units K [--tokenizer ID] [--skip-bad] [--overwrite]
     slamming corpus export-features DIR DST [--overwrite]   write the authors' features.jsonl
     slamming corpus export-tokens DIR DST [--overwrite]     write the authors' tokens.jsonl
     slamming tokenizer fit --kind mfcc|hubert --audio DIR_OR_MANIFEST --k K --out DIR [--overwrite]
@@ -16,14 +16,18 @@ Options are ``--kebab-case``; the ``--snake_case`` spelling that the Lightning c
 accepted too. Every tool that writes refuses to replace an existing target unless given
 ``--overwrite``. A usage mistake raises :class:`ToolUsageError`, which :func:`slamming.cli.main`
 prints as one line.
+
+The imports refuse a file with a malformed line (nothing is written, exit 2) unless given
+``--skip-bad``, which skips such lines and counts them. They record the tokeniser identity that
+``--tokenizer`` names (a saved tokeniser folder, or an identity as JSON text or a JSON file); without
+it the corpus records an unknown tokeniser (``{"kind": "unknown", "k": K}``), which training and
+evaluation refuse to mix with a known one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import secrets
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -67,26 +71,30 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _identity(args: argparse.Namespace) -> dict[str, Any]:
-    if args.tokenizer:
-        try:
-            return (
-                json.loads(Path(args.tokenizer).read_text())
-                if Path(args.tokenizer).exists()
-                else json.loads(args.tokenizer)
-            )
-        except json.JSONDecodeError as err:
-            raise SlammingError(
-                f"--tokenizer {args.tokenizer!r} is neither a JSON file nor JSON text ({err})"
-            ) from None
-    # The authors' files do not say which tokeniser made them; the paper's default is recorded.
-    return {
-        "kind": "hubert",
-        "name": "mhubert-base-25hz",
-        "layer": 11,
-        "k": args.num_units,
-        "frame_rate": 25,
-        "dedup": True,
-    }
+    """The tokeniser identity ``--tokenizer`` names, or the unknown identity without it."""
+    from slamming.speech.tokenizers.identity import unknown_identity
+
+    if not args.tokenizer:
+        # The authors' files do not say which tokeniser made them, and a guess would be trusted.
+        return unknown_identity(args.num_units)
+    given = Path(args.tokenizer)
+    if given.is_dir():
+        from slamming.speech.tokenizers.base import recorded_identity  # torch: only when needed
+
+        return recorded_identity(given)
+    try:
+        identity = json.loads(given.read_text(encoding="utf-8") if given.is_file() else args.tokenizer)
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        raise SlammingError(
+            f"--tokenizer {args.tokenizer!r} is neither a saved tokeniser folder, a JSON file nor JSON "
+            f"text ({err}); give the tokeniser folder that made the units"
+        ) from None
+    if not isinstance(identity, dict):
+        raise SlammingError(
+            f"--tokenizer {args.tokenizer!r} is JSON {type(identity).__name__}, not an identity object "
+            '(e.g. {"kind": "hubert", "k": 500, ...}); give the tokeniser folder that made the units'
+        )
+    return identity
 
 
 def _add(sub: Any, name: str, what: str) -> argparse.ArgumentParser:
@@ -110,7 +118,14 @@ def _corpus_parser(corpus: argparse.ArgumentParser) -> None:
         p.add_argument("dst", metavar="DST", help="the corpus directory to create")
         p.add_argument("--num-units", type=int, required=True, help="number of units K of the tokeniser")
         p.add_argument(
-            "--tokenizer", help="tokeniser identity as a JSON file or text (default: mHuBERT-25Hz L11)"
+            "--tokenizer",
+            help="the saved tokeniser folder that made the units, or its identity as a JSON file or text "
+            '(default: unknown, {"kind": "unknown", "k": K}, which is never mixed with a known one)',
+        )
+        p.add_argument(
+            "--skip-bad",
+            action="store_true",
+            help="skip malformed lines and count them (default: refuse the file, write nothing)",
         )
         _overwrite(p, "the corpus at DST")
     for name, what, detail in (
@@ -192,9 +207,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
 
     The tokeniser folder (when the checkpoint knows it), the run's budget and its training facts
     travel with it, with the paper's sampling in ``generation_config.json`` and a model card
-    ``README.md`` (:func:`slamming.models.unit_lm.export_hf`). The folder is written beside
-    ``out_dir`` and renamed into place, so a failed export leaves any earlier one whole, and a
-    replaced one keeps no stale file.
+    ``README.md`` (:func:`slamming.models.unit_lm.export_hf`, which writes the folder beside
+    ``out_dir`` and renames it into place, so a failed export leaves any earlier one whole, and a
+    replaced one keeps no stale file).
 
     Args:
         checkpoint: A ``.ckpt`` file of a slamming run (pretraining or DPO).
@@ -217,26 +232,15 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
         out, overwrite, marker="config.json", kind="a model folder", empty_dir_ok=True
     )  # before the checkpoint is read: fail fast
     loaded = load_unit_lm(checkpoint)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tag = secrets.token_hex(4)
-    tmp, old = out.parent / f".{out.name}.tmp-{tag}", out.parent / f".{out.name}.old-{tag}"
-    try:
-        export_hf(
-            loaded.model,
-            tmp,
-            loaded.tokenizer,
-            loaded.tokenizer_dir,
-            loaded.budget,
-            training=loaded.training,
-            shown_as=out,
-        )
-        if out.exists() or out.is_symlink():
-            out.rename(old)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return out
+    # export_hf writes a hidden folder beside `out` and renames it into place (atomic_folder).
+    return export_hf(
+        loaded.model,
+        out,
+        loaded.tokenizer,
+        loaded.tokenizer_dir,
+        loaded.budget,
+        training=loaded.training,
+    )
 
 
 def _run_tokenizer(args: argparse.Namespace) -> None:
@@ -281,8 +285,19 @@ def _run_corpus(args: argparse.Namespace) -> None:
         print(f"{args.path}: all checksums match")
     elif args.action in ("import-features", "import-tokens"):
         fn = import_features_jsonl if args.action == "import-features" else import_tokens_jsonl
+        identity = _identity(args)
+        if identity.get("k", args.num_units) != args.num_units:
+            raise SlammingError(
+                f"--tokenizer {args.tokenizer} has k={identity['k']!r} but --num-units is {args.num_units}; "
+                f"name the tokeniser that made the units of {args.src}, or give its K"
+            )
         report = fn(
-            args.src, args.dst, num_units=args.num_units, tokenizer=_identity(args), overwrite=args.overwrite
+            args.src,
+            args.dst,
+            num_units=args.num_units,
+            tokenizer=identity,
+            overwrite=args.overwrite,
+            skip_bad=args.skip_bad,
         )
         print(report.summary())
     else:

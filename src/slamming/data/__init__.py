@@ -5,7 +5,7 @@
 - :mod:`slamming.data.text`: text for speech synthesis (the seeded story generator, users' text files,
   the story vocabulary and non-words).
 - :mod:`slamming.data.sampling`: the resumable, rank-sharded sampler and the DataModule base that
-  keeps its cursor in checkpoints.
+  keeps its global position (and world size) in checkpoints.
 - :mod:`slamming.data.pretrain`: packed, document-masked windows and the pretraining DataModules
   (unit corpora, synthetic speech made on first use).
 - :mod:`slamming.data.preference`: preference triples for DPO (text, TTS, preference corpora, batches).

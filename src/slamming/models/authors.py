@@ -25,6 +25,7 @@ from typing import Any
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
+from slamming.data.corpus.meta import member_path
 from slamming.errors import SlammingError
 from slamming.vocab import BOS_ID, EOS_ID, PAD_ID
 
@@ -51,10 +52,21 @@ def _weights(path: Path) -> dict[str, Any]:
         return load_file(single)
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+        except (OSError, ValueError, AttributeError) as err:
+            raise SlammingError(
+                f"{index}: not a readable weight index ({err}); get the model again"
+            ) from None
+        if not isinstance(weight_map, dict):
+            raise SlammingError(f"{index}: has no 'weight_map' object; get the model again")
+        files = {
+            member_path(path, shard, f"{index} weight_map", error=SlammingError)
+            for shard in weight_map.values()
+        }
         state: dict[str, Any] = {}
-        for shard in shards:
-            state.update(load_file(path / shard))
+        for file in sorted(files):
+            state.update(load_file(file))
         return state
     raise SlammingError(
         f"{path}: no model.safetensors (nor an index of shards); the checkpoint is incomplete"

@@ -65,6 +65,8 @@ def read_checkpoint(path: str | os.PathLike[str], trust: bool | None = None) -> 
         return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
     except (RuntimeError, EOFError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if os.path.getsize(path) == 0:  # torch's own words for it are about the zip format
+            first = "the file is empty"
         raise SlammingError(
             f"{path}: not a readable checkpoint ({first}); it may be truncated or in another format: "
             "use a .ckpt written by slamming fit"

@@ -30,11 +30,11 @@ from huggingface_hub.constants import ENDPOINT as HF_ENDPOINT
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.utils import GENERATION_CONFIG_NAME
 
-from slamming.atomic import write_text_atomic
+from slamming.atomic import atomic_folder, write_text_atomic
 from slamming.errors import SlammingError
 from slamming.models.attention import CHOICES as ATTENTION_CHOICES
 from slamming.models.attention import resolve_attention
-from slamming.models.card import TRAINING_KEY, write_model_card
+from slamming.models.card import CARD_NAME, TRAINING_KEY, is_our_card, write_model_card
 from slamming.models.checkpoint import read_checkpoint, stage_section
 from slamming.models.sampling import generation_config
 from slamming.vocab import BOS_ID, EOS_ID, PAD_ID, vocab_size
@@ -233,29 +233,54 @@ def export_hf(
 
     Beside the weights the folder gets ``generation_config.json`` with the paper's sampling
     (:func:`slamming.models.sampling.generation_config`), so ``model.generate(ids)`` samples as the
-    paper does, and a model card ``README.md`` (:mod:`slamming.models.card`); both are written
-    atomically, and a ``README.md`` slamming did not write is kept.
+    paper does, and a model card ``README.md`` (:mod:`slamming.models.card`); a ``README.md``
+    slamming did not write is kept.
+
+    The export is atomic: everything is written into the hidden ``.NAME.tmp-PID-…`` beside
+    ``out_dir`` (which a glob such as ``version_*/hf_model`` never matches), and that folder is renamed
+    to ``out_dir`` once complete, replacing an earlier export there whole. A failed export leaves the
+    earlier one as it was and no temporary folder; a killed one leaves a hidden folder that the next
+    export of that folder removes (:func:`slamming.atomic.atomic_folder`).
 
     Args:
         model: The unit LM.
-        out_dir: The folder to write (created; files of an earlier export there are replaced).
+        out_dir: The folder to write: absent, empty, an earlier export (it is replaced, keeping a
+            user's ``README.md``) or a folder holding only a user's ``README.md``.
         tokenizer: The tokeniser identity, or None when unknown.
         tokenizer_dir: The tokeniser's folder, copied when it exists.
         budget: The ComputeBudget state of the run.
         training: What the stage knows of its training (:meth:`slamming.tasks.UnitLMStage.training_record`).
         shown_as: How the model card names the folder; default ``out_dir``.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        SlammingError: ``out_dir`` exists and is not a model folder (no ``config.json``) nor only a
+            model card; it is left untouched.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     model.config.slamming_tokenizer = dict(tokenizer) if tokenizer else None
     model.config.slamming_budget = dict(budget) if budget else None
     setattr(model.config, TRAINING_KEY, dict(training) if training else None)
-    model.save_pretrained(out, safe_serialization=True)
-    write_text_atomic(out / GENERATION_CONFIG_NAME, generation_config().to_json_string())
-    if tokenizer_dir is not None and Path(tokenizer_dir).is_dir():
-        shutil.copytree(tokenizer_dir, out / "tokenizer", dirs_exist_ok=True)
-    write_model_card(out, shown_as)
+    with atomic_folder(out, marker="config.json", kind="a model folder", carry=_users_card) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        write_text_atomic(tmp / GENERATION_CONFIG_NAME, generation_config().to_json_string())
+        if tokenizer_dir is not None and Path(tokenizer_dir).is_dir():
+            shutil.copytree(tokenizer_dir, tmp / "tokenizer")
+        if _users_card(tmp):  # carried over from the folder replaced: the user's, kept as it is
+            log.warning(
+                "%s was not written by slamming: kept as it is, no model card written", out / CARD_NAME
+            )
+        else:
+            write_model_card(tmp, shown_as or out)
     return out
+
+
+def _users_card(folder: Path) -> list[str]:
+    """What an export keeps of the folder it replaces: a ``README.md`` that slamming did not write."""
+    card = folder / CARD_NAME
+    return [CARD_NAME] if card.is_file() and not is_our_card(card) else []
 
 
 def unit_lm_from_checkpoint(checkpoint: str | Path) -> tuple[PreTrainedModel, dict[str, Any] | None]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from slamming.errors import AudioError
+from slamming.errors import AudioError, ConfigError
 
 __all__ = ["BASE_FRAME_RATE", "MFCCFeatures", "frame_distances", "segment_features"]
 
@@ -49,9 +49,11 @@ class MFCCFeatures:
         n_mels: int = 40,
     ) -> None:
         if frame_rate < 1 or frame_rate > BASE_FRAME_RATE or BASE_FRAME_RATE % frame_rate != 0:
-            raise ValueError(f"frame_rate must divide {BASE_FRAME_RATE} Hz (e.g. 25 or 50), got {frame_rate}")
+            raise ConfigError(
+                f"frame_rate must divide {BASE_FRAME_RATE} Hz (e.g. 25 or 50), got {frame_rate}"
+            )
         if sample_rate % BASE_FRAME_RATE != 0:
-            raise ValueError(f"sample_rate must be a multiple of {BASE_FRAME_RATE} Hz, got {sample_rate}")
+            raise ConfigError(f"sample_rate must be a multiple of {BASE_FRAME_RATE} Hz, got {sample_rate}")
         self.sample_rate = int(sample_rate)
         self.n_mfcc = int(n_mfcc)
         self.frame_rate = int(frame_rate)
@@ -212,9 +214,9 @@ def segment_features(
     if frames.dim() != 2:
         raise ValueError(f"expected (T, D) frames, got shape {tuple(frames.shape)}")
     if not 0.0 <= percentile < 100.0:
-        raise ValueError(f"percentile must be in [0, 100), got {percentile}")
+        raise ConfigError(f"percentile must be in [0, 100), got {percentile}")
     if min_gap < 1:
-        raise ValueError(f"min_gap must be >= 1, got {min_gap}")
+        raise ConfigError(f"min_gap must be >= 1, got {min_gap}")
     num_frames = frames.shape[0]
     frames = frames.detach().to("cpu", torch.float32)
     if num_frames == 0:

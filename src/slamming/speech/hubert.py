@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from slamming.errors import AudioError, SlammingError
+from slamming.errors import AudioError, ConfigError, SlammingError
 
 __all__ = ["EDGE_PADDING", "HubertFeatures", "conv_output_length"]
 
@@ -104,6 +104,7 @@ class HubertFeatures:
 
     Raises:
         SlammingError: the model cannot be loaded, or ``layer`` is outside ``[0, num_hidden_layers]``.
+        ConfigError: an unknown ``dtype`` or a ``batch_size`` below 1.
     """
 
     def __init__(
@@ -116,9 +117,9 @@ class HubertFeatures:
         batch_size: int = 16,
     ) -> None:
         if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+            raise ConfigError(f"HuBERT's dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"HuBERT's batch_size must be >= 1, got {batch_size}")
         self.model_name = os.fspath(model)
         self.dtype_name = dtype
         self.batch_size = int(batch_size)

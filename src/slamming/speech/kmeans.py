@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from slamming.atomic import atomic_path
-from slamming.errors import SlammingError
+from slamming.errors import ConfigError, SlammingError
 
 __all__ = ["KMeans"]
 
@@ -189,8 +189,9 @@ class KMeans:
         """
         data = _as_float_matrix(x, device, "k-means training data")
         if k < 1 or data.shape[0] < k:
-            raise ValueError(
-                f"k-means needs 1 <= k <= number of vectors, got k={k} for {data.shape[0]} vectors"
+            raise ConfigError(
+                f"k-means needs 1 <= k <= number of vectors, got k={k} for {data.shape[0]} vectors; "
+                "lower k or give it more audio"
             )
         if not torch.isfinite(data).all():
             raise ValueError("k-means training data contains NaN or infinite values")

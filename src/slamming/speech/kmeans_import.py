@@ -6,20 +6,28 @@ The HuBERT unit k-means files used by Slam, TWIST and GSLM are joblib pickles of
 pickle is loaded once, its ``cluster_centers_`` become a safetensors file next to it (see
 :func:`converted_path`) with the pickle's sha256 in the header, and :func:`load_kmeans` then uses
 that tensor file without unpickling again, as long as the pickle's sha256 still matches.
+
+The conversion holds a file lock on the tensor file (:func:`~slamming.locks.build_lock`): when
+several processes (the ranks of an extraction) need it at once, one converts and the others wait,
+then read its file; a converted file that is already there is read without the lock.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
+from slamming.atomic import remove_stale_temporaries
 from slamming.errors import SlammingError
 from slamming.hashing import sha256_file
+from slamming.locks import build_lock
 from slamming.speech.kmeans import KMeans
 
 __all__ = ["converted_path", "load_kmeans", "load_sklearn_kmeans"]
@@ -74,12 +82,20 @@ def load_sklearn_kmeans(
             f"reading the pickled k-means {path} needs scikit-learn and joblib ({err}); "
             "run `pip install scikit-learn`"
         ) from err
+    target = Path(out) if out is not None else converted_path(path)
+    with build_lock(target):
+        remove_stale_temporaries(target)  # half-written copies of processes killed while converting
+        return _convert(path, target, sklearn.__version__, joblib.load).to(device)
+
+
+def _convert(path: Path, target: Path, sklearn_version: str, load: Callable[[Path], Any]) -> KMeans:
+    """Unpickle ``path`` with ``load`` and save its centroids to ``target`` (under its build lock)."""
     source_sha256 = sha256_file(path)
     try:
         with warnings.catch_warnings():
             # Files pickled by older scikit-learn versions warn about the version on every load.
             warnings.simplefilter("ignore")
-            model = joblib.load(path)
+            model = load(path)
     except Exception as err:  # an arbitrary pickle can raise anything
         raise SlammingError(
             f"cannot unpickle k-means file {path} ({type(err).__name__}: {err}); check that it is a "
@@ -98,15 +114,15 @@ def load_sklearn_kmeans(
         )
     kmeans = KMeans(torch.from_numpy(array.astype(np.float32)))
     kmeans.save(
-        Path(out) if out is not None else converted_path(path),
+        target,
         metadata={
             "source_name": path.name,
             "source_sha256": source_sha256,
             "source_class": type(model).__name__,
-            "sklearn_version": str(sklearn.__version__),
+            "sklearn_version": str(sklearn_version),
         },
     )
-    return kmeans.to(device)
+    return kmeans
 
 
 def _recorded_sha256(path: Path) -> str | None:
@@ -143,6 +159,12 @@ def load_kmeans(
         hint = f"; the converted {sibling} exists, pass that instead" if sibling.is_file() else ""
         raise SlammingError(f"k-means file {path} does not exist{hint}")
     sibling = converted_path(path)
-    if sibling.is_file() and _recorded_sha256(sibling) == sha256_file(path):
+    source_sha256 = sha256_file(path)
+    if sibling.is_file() and _recorded_sha256(sibling) == source_sha256:
         return KMeans.load(sibling, device=device)
-    return load_sklearn_kmeans(path, trust_pickle=trust_pickle, device=device)
+    if not trust_pickle:
+        raise _refuse(path)
+    with build_lock(sibling):  # another process converting it meanwhile: wait, then read its file
+        if sibling.is_file() and _recorded_sha256(sibling) == source_sha256:
+            return KMeans.load(sibling, device=device)
+        return load_sklearn_kmeans(path, trust_pickle=trust_pickle, device=device)

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from slamming.atomic import atomic_path
-from slamming.errors import SlammingError
+from slamming.errors import ConfigError, SlammingError
 from slamming.hashing import sha256_file
 from slamming.speech.audio import resample
 from slamming.speech.piper_timing import sound_spans, text_words, word_timings
@@ -167,7 +167,7 @@ class PiperEngine(TTSEngine):
                 f"choose PiperEngine(voices=...) from {list(self.speakers)}"
             )
         if rate_range[0] <= 0:
-            raise ValueError(f"rate_range is a speed in percent and must be positive, got {rate_range}")
+            raise ConfigError(f"rate_range is a speed in percent and must be positive, got {rate_range}")
         super().__init__(chosen, rate_range, pitch_range, sample_rate)
         self.noise_scale = noise_scale
         self.noise_w_scale = noise_w_scale

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from slamming.errors import SlammingError
+from slamming.errors import ConfigError, SlammingError
 from slamming.speech.audio import decode_audio_bytes
 
 __all__ = [
@@ -73,6 +73,9 @@ class TTSEngine(abc.ABC):
         rate_range: inclusive (low, high) speaking rate in words per minute.
         pitch_range: inclusive (low, high) pitch on the engine's scale.
         sample_rate: sample rate of the returned waveforms in Hz.
+
+    Raises:
+        ConfigError: no voice, or a range whose low end is above its high end.
     """
 
     def __init__(
@@ -83,10 +86,10 @@ class TTSEngine(abc.ABC):
         sample_rate: int = 16000,
     ) -> None:
         if len(voices) == 0:
-            raise ValueError("a TTS engine needs at least one voice")
+            raise ConfigError("a TTS engine needs at least one voice; list one or more in voices")
         for name, (low, high) in (("rate_range", rate_range), ("pitch_range", pitch_range)):
             if low > high:
-                raise ValueError(f"{name} must be (low, high) with low <= high, got ({low}, {high})")
+                raise ConfigError(f"{name} must be (low, high) with low <= high, got ({low}, {high})")
         self.voices: list[str] = list(voices)
         self.rate_range: tuple[int, int] = (int(rate_range[0]), int(rate_range[1]))
         self.pitch_range: tuple[int, int] = (int(pitch_range[0]), int(pitch_range[1]))
@@ -216,9 +219,12 @@ def plan_jobs(texts: Iterable[str], engine: TTSEngine, seed: int) -> list[Speech
 
     Returns:
         One :class:`SpeechJob` per text, in order.
+
+    Raises:
+        ConfigError: a negative ``seed``.
     """
     if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        raise ConfigError(f"the speech plan's seed (tts_seed) must be a non-negative integer, got {seed}")
     jobs = []
     for index, text in enumerate(texts):
         rng = np.random.default_rng([int(seed), index])
@@ -269,7 +275,7 @@ def _in_order(
     """Run ``speak`` on a thread pool over ``jobs``; yield its results in input order (a window of
     ``4 * workers`` in flight)."""
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise ConfigError(f"the number of speech workers (tts_workers) must be >= 1, got {workers}")
     return _in_order_stream(speak, jobs, workers, progress)
 
 

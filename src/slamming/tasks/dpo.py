@@ -21,6 +21,7 @@ after the last, and printed.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -40,11 +41,11 @@ from slamming.tasks.reference import (
     ReferenceKey,
     ReferenceLogps,
     compute_reference_logps,
+    load_or_build_reference,
     load_reference,
-    save_reference,
 )
 from slamming.tasks.schedules import check_schedule
-from slamming.tasks.stage import OPTIMIZERS, UnitLMStage
+from slamming.tasks.stage import OPTIMIZERS, UnitLMStage, check_max_nonfinite_steps
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,9 @@ class DPOAlignment(UnitLMStage):
         compile: Wrap the policy in ``torch.compile``.
         export: Save the final policy to ``<log_dir>/hf_model``.
         progress: Show a progress bar while precomputing the reference.
+        max_nonfinite_steps: Optimizer steps with a NaN/Inf loss or gradient norm that may be
+            skipped (no update; counted over the run, resumes included) before the fit stops; 0
+            stops at the first (see :mod:`slamming.tasks.stage`).
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class DPOAlignment(UnitLMStage):
         compile: bool = False,
         export: bool = True,
         progress: bool = True,
+        max_nonfinite_steps: int = 0,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -127,9 +132,10 @@ class DPOAlignment(UnitLMStage):
             raise SlammingError(f"model.reference must be 'precomputed' or 'live', got {reference!r}")
         if not beta > 0:
             raise SlammingError(f"model.beta must be > 0, got {beta}")
-        check_schedule(schedule)
+        check_schedule(schedule, lr=lr, min_lr=min_lr)
         if warmup_steps < 0:
             raise SlammingError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+        check_max_nonfinite_steps(max_nonfinite_steps)
         self.save_hyperparameters()
         #: ``init_from`` with a glob resolved to its newest match.
         self.source = resolve_newest(init_from)
@@ -239,27 +245,43 @@ class DPOAlignment(UnitLMStage):
                 self.reference_fingerprint, datamodule.data_fingerprint(split), str(trainer.precision)
             )
             path = self._cache_path(split, key)
-            cached = path.exists()
-            if trainer.is_global_zero and not cached:
-                batch_size = self.hparams.reference_batch_size or 2 * datamodule.batch_size
-                logps = compute_reference_logps(
-                    self._reference_source(),
-                    datamodule.reference_loader(split, batch_size),
-                    n,
-                    self.device,
-                    trainer.precision_plugin.forward_context,
-                    desc=f"Reference log-probs ({split})",
-                    progress=self.hparams.progress,
-                )
-                save_reference(path, key, logps)
-                rank_zero_info(
-                    f"reference log-probs of {n} {split} triples: {logps.tokens} tokens in {logps.seconds:.1f} s "
-                    f"({logps.tokens / max(logps.seconds, 1e-9):.0f} tokens/s), cached in {path}"
-                )
+            cached, failure = True, None
+            if trainer.is_global_zero:
+                # Under the cache's build lock: another run building the same cache is waited for.
+                try:
+                    logps, built = load_or_build_reference(
+                        path, key, n, functools.partial(self._compute_reference, split, n)
+                    )
+                except SlammingError as err:  # raised after the barrier, which the other ranks wait at
+                    failure = err
+                else:
+                    cached = not built
+                    if built:
+                        rank_zero_info(
+                            f"reference log-probs of {n} {split} triples: {logps.tokens} tokens in "
+                            f"{logps.seconds:.1f} s ({logps.tokens / max(logps.seconds, 1e-9):.0f} tokens/s), "
+                            f"cached in {path}"
+                        )
             trainer.strategy.barrier("slamming-reference")
+            if failure is not None:
+                raise failure
             self._reference_logps[split] = load_reference(path, key, n)
             if cached:
                 rank_zero_info(f"using the reference log-probs of {n} {split} triples cached in {path}")
+
+    def _compute_reference(self, split: str, n: int) -> ReferenceLogps:
+        """Run the reference over the ``n`` triples of ``split`` (the precompute)."""
+        datamodule = self.trainer.datamodule
+        batch_size = self.hparams.reference_batch_size or 2 * datamodule.batch_size
+        return compute_reference_logps(
+            self._reference_source(),
+            datamodule.reference_loader(split, batch_size),
+            n,
+            self.device,
+            self.trainer.precision_plugin.forward_context,
+            desc=f"Reference log-probs ({split})",
+            progress=self.hparams.progress,
+        )
 
     def _reference_source(self) -> torch.nn.Module:
         """The reference model: the policy itself before its first step, else a fresh copy of it."""
@@ -367,6 +389,7 @@ class DPOAlignment(UnitLMStage):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         extra = checkpoint.get("slamming", {})
         if extra.get("reference_fingerprint", self.reference_fingerprint) != self.reference_fingerprint:
             raise SlammingError(

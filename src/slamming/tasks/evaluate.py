@@ -35,7 +35,9 @@ from slamming.eval.precision import SCORING_DTYPE, check_dtype, scoring_model
 from slamming.models.card import CARD_NAME, RESULTS_NAME, is_our_card, results_table, write_model_card
 from slamming.models.loading import load_unit_lm, resolve_newest
 from slamming.models.unit_lm import DTYPES
+from slamming.speech.kmeans import KMeans
 from slamming.speech.tokenizers import check_identity, load_tokenizer
+from slamming.speech.tokenizers.base import KMEANS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +70,10 @@ class PairEvaluation(pl.LightningModule):
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``; None keeps the model's.
 
     Raises:
-        SlammingError: no model, no tokeniser known, a tokeniser that does not match the model, or
-            a results file we did not write in the way.
+        SlammingError: no model, no tokeniser known, a tokeniser folder without readable centroids,
+            a tokeniser that does not match the model, or a results file we did not write in the
+            way. All are found when the module is made, before the data module builds any data
+            (the embedded benchmarks are spoken in its ``prepare_data``).
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class PairEvaluation(pl.LightningModule):
                 "the tokeniser the model was trained with (tokenizer.json + kmeans.safetensors)"
             )
         self.tokenizer_identity = self._recorded_identity(self.tokenizer_dir)
+        self._check_centroids(self.tokenizer_dir, self.tokenizer_identity)
         if loaded.tokenizer is not None:
             _check_against_model(
                 loaded.tokenizer, self.tokenizer_identity, f"tokeniser {self.tokenizer_dir} vs model {model}"
@@ -137,6 +142,17 @@ class PairEvaluation(pl.LightningModule):
                 f"no usable tokeniser at {directory} ({type(err).__name__} reading {config.name}); set "
                 "model.init_args.tokenizer to a folder written by a slamming tokeniser's save()"
             ) from None
+
+    @staticmethod
+    def _check_centroids(directory: Path, identity: dict[str, Any]) -> None:
+        """Read the tokeniser's centroids now (a few MB), so a broken folder stops the run before the
+        data module builds anything; the tokeniser itself loads on the trainer's device at test start."""
+        kmeans = KMeans.load(directory / KMEANS_FILE)
+        if kmeans.k != identity.get("k"):
+            raise SlammingError(
+                f"tokeniser {directory}: {KMEANS_FILE} holds {kmeans.k} centroids but tokenizer.json records "
+                f"k={identity.get('k')}; save the tokeniser again"
+            )
 
     def _results_dir(self, model: str, results_dir: str | None) -> Path:
         if results_dir is not None:

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from slamming.contracts import TokenizerFolder, UnitData
+from slamming.errors import ConfigError
 from slamming.models.attention import PackedMasks, varlen_boundaries
 from slamming.models.compiling import compile_or_eager
 from slamming.models.flops import count_params, transformer_flops_per_token
@@ -17,7 +18,7 @@ from slamming.models.unit_lm import UnitLMBuilder
 from slamming.speech.tokenizers import check_identity
 from slamming.tasks.losses import next_unit_loss
 from slamming.tasks.schedules import check_schedule
-from slamming.tasks.stage import OPTIMIZERS, UnitLMStage
+from slamming.tasks.stage import OPTIMIZERS, UnitLMStage, check_max_nonfinite_steps
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ class NextUnitPretraining(UnitLMStage):
         compile: wrap the model in ``torch.compile``.
         export: at the end of ``fit``, save the model with ``save_pretrained`` to
             ``<log_dir>/hf_model`` (loadable with plain ``transformers``).
+        max_nonfinite_steps: optimizer steps with a NaN/Inf loss or gradient norm that may be skipped
+            (no update; counted over the run, resumes included) before the fit stops; 0 stops at
+            the first (see :mod:`slamming.tasks.stage`).
     """
 
     def __init__(
@@ -64,18 +68,21 @@ class NextUnitPretraining(UnitLMStage):
         schedule: str = "cosine",
         compile: bool = False,
         export: bool = True,
+        max_nonfinite_steps: int = 0,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
-            raise ValueError(f"model.optimizer must be 'adamw' or 'adamw8bit', got {optimizer!r}")
-        check_schedule(schedule)
+            raise ConfigError(f"model.optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
+        check_schedule(schedule, warmup_ratio=warmup_ratio, lr=lr, min_lr=min_lr)
+        check_max_nonfinite_steps(max_nonfinite_steps)
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone
         self.model = backbone.build(num_units)
         max_pos = getattr(self.model.config, "max_position_embeddings", None)
         if max_pos is not None and max_pos < context_length:
-            raise ValueError(
-                f"the model's max_position_embeddings ({max_pos}) is below data.context_length ({context_length})"
+            raise ConfigError(
+                f"the model's max_position_embeddings ({max_pos}) is below data.context_length ({context_length}); "
+                "lower data.context_length or raise the backbone's max_position_embeddings"
             )
         self.tokenizer_identity: dict[str, Any] | None = None
         self.tokenizer_dir: str | None = None
@@ -212,6 +219,7 @@ class NextUnitPretraining(UnitLMStage):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         extra = checkpoint.get("slamming", {})
         self.tokenizer_identity = extra.get("tokenizer")
         self.tokenizer_dir = extra.get("tokenizer_dir")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from slamming.errors import SlammingError
+from slamming.errors import ConfigError
 
 #: The names ``model.schedule`` accepts.
 SCHEDULES = ("inverse_sqrt", "cosine", "constant")
@@ -76,7 +76,7 @@ class InverseSqrt:
 
     def __init__(self, warmup_steps: int, timescale: int | None = None) -> None:
         if int(warmup_steps) < 0:
-            raise SlammingError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+            raise ConfigError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
         self.warmup_steps = int(warmup_steps)
         self.timescale = int(timescale) if timescale is not None else (self.warmup_steps or 10_000)
 
@@ -90,10 +90,48 @@ class InverseSqrt:
         return 1.0 / math.sqrt((step + shift) / self.timescale)
 
 
-def check_schedule(name: str, setting: str = "model.schedule") -> None:
-    """Raise a :class:`SlammingError` naming ``setting`` and the choices unless ``name`` is one."""
+def check_schedule(
+    name: str,
+    setting: str = "model.schedule",
+    *,
+    warmup_ratio: float | None = None,
+    lr: float | None = None,
+    min_lr: float | None = None,
+) -> None:
+    """Check a stage's schedule settings when the stage is built, before any data is.
+
+    Args:
+        name: The schedule's name, one of :data:`SCHEDULES`.
+        setting: The name of that setting, for the message.
+        warmup_ratio: The warmup as a fraction of the run, when the stage has one.
+        lr: The peak learning rate, with ``min_lr`` (checked for a cosine only).
+        min_lr: The cosine's floor learning rate.
+
+    Raises:
+        ConfigError: one line naming the setting: an unknown name, a ``warmup_ratio`` outside
+            [0, 1], or a cosine floor outside [0, ``lr``].
+    """
     if name not in SCHEDULES:
-        raise SlammingError(f"{setting} must be one of {', '.join(SCHEDULES)}; got {name!r}")
+        raise ConfigError(f"{setting} must be one of {', '.join(SCHEDULES)}; got {name!r}")
+    if warmup_ratio is not None:
+        _check_warmup_ratio(warmup_ratio)
+    if name == "cosine" and lr is not None and min_lr is not None:
+        _check_floor(min_lr / lr if lr else 0.0)
+
+
+def _check_warmup_ratio(warmup_ratio: float) -> None:
+    if not 0.0 <= warmup_ratio <= 1.0:
+        raise ConfigError(
+            f"model.warmup_ratio is a fraction of the run and must be in [0, 1], got {warmup_ratio}"
+        )
+
+
+def _check_floor(min_ratio: float) -> None:
+    if not 0.0 <= min_ratio <= 1.0:
+        raise ConfigError(
+            f"the cosine's floor model.min_lr ÷ model.lr must be in [0, 1], got {min_ratio:g}: "
+            "set model.min_lr between 0 and model.lr"
+        )
 
 
 def make_schedule(
@@ -114,12 +152,23 @@ def make_schedule(
             steps; for ``cosine``/``constant`` it follows the horizon when that is resized).
         total_steps: The horizon: needed by ``cosine`` and by a ``warmup_ratio``.
         min_ratio: The cosine's final multiplier (the floor learning rate ÷ the peak).
+
+    Raises:
+        ConfigError: an unknown ``name``, a ``warmup_ratio`` outside [0, 1] or a cosine floor
+            outside [0, 1] (``model.min_lr`` above ``model.lr``, or negative): settings a config
+            gives.
+        ValueError: both or neither of the warmups, or no ``total_steps`` where one is needed (how
+            the stages call it, never a config's doing).
     """
     check_schedule(name)
     if (warmup_steps is None) == (warmup_ratio is None):
         raise ValueError("make_schedule takes exactly one of warmup_steps and warmup_ratio")
     if total_steps is None and (name == "cosine" or warmup_ratio is not None):
         raise ValueError(f"schedule {name!r} with these warmup settings needs total_steps")
+    if warmup_ratio is not None:
+        _check_warmup_ratio(warmup_ratio)
+    if name == "cosine":
+        _check_floor(min_ratio)
     horizon = 1 if total_steps is None else total_steps
     if name == "inverse_sqrt":
         if warmup_steps is None:

@@ -4,11 +4,24 @@ Pretraining (:mod:`slamming.tasks.pretrain`) and DPO (:mod:`slamming.tasks.dpo`)
 ``transformers`` causal LM held in ``self.model`` with AdamW, end with their final weights in a
 checkpoint, and export those weights as a plain Hugging Face folder that records the tokeniser (and
 its folder) and the compute budget consumed, so the next stage can start from either.
+
+Both also share the non-finite guard. After every backward pass, before the optimizer touches the
+weights, the step's loss and total gradient norm are checked (one small device sync per optimizer
+step; under DDP the verdict is summed over the ranks, so every rank decides alike). A NaN or Inf
+stops the fit with one line naming the step, the value and the newest checkpoint on disk
+(:class:`NonFiniteError`), before any update, so the weights, the optimizer state and everything
+saved afterwards stay finite. ``max_nonfinite_steps`` (N, default 0) allows skipping up to N such
+steps in a run instead: a skipped step leaves weights and optimizer state untouched (no optimizer
+step, gradients cleared) and still counts as a step. Under a ``GradScaler`` (``16-mixed``) Inf
+gradients are the scaler's business (it skips those steps and lowers its scale), so only the loss is
+checked there. As a last line of defence, no checkpoint and no export is ever written whose weights
+or optimizer state hold a NaN or Inf.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +33,84 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from slamming.callbacks.budget import ComputeBudget
 from slamming.contracts import BenchmarkScores
+from slamming.errors import ConfigError, SlammingError
 from slamming.models.card import TRAINING_KEY
 from slamming.models.unit_lm import export_hf
 from slamming.tasks.schedules import make_schedule
 
 OPTIMIZERS = ("adamw", "adamw8bit")
+#: Checkpoint key of the number of non-finite steps skipped so far (so a resumed run keeps counting).
+NONFINITE_KEY = "slamming_nonfinite_skipped"
+#: What the non-finite messages name as the last good checkpoint when the run saved none.
+NO_CHECKPOINT = "none written yet"
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(SlammingError):
+    """A NaN or Inf loss, gradient norm or weight: the fit stops (one line) before it spreads."""
+
+
+class _SkippedStep(Exception):
+    """Leaves the optimizer's closure after a non-finite step that is skipped (caught by the stage)."""
+
+
+def check_max_nonfinite_steps(value: int) -> int:
+    """Validate the ``max_nonfinite_steps`` hyperparameter of a stage.
+
+    Raises:
+        ConfigError: not an integer >= 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"model.max_nonfinite_steps must be an integer >= 0 (0: stop at the first NaN/Inf step), got {value!r}"
+        )
+    return value
+
+
+def nonfinite_tensors(named: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``named`` that hold a NaN or an Inf.
+
+    Nested dicts, lists and tuples are walked (an optimizer's ``state_dict``); names are joined with
+    dots. One device sync per device, however many tensors.
+    """
+    found: list[tuple[str, torch.Tensor]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() or value.is_complex():
+                found.append((prefix, value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(f"{prefix}.{i}" if prefix else str(i), item)
+
+    walk("", named)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, (_, tensor) in enumerate(found):
+        by_device.setdefault(tensor.device, []).append(i)
+    bad: list[str] = []
+    for indices in by_device.values():
+        flags = torch.stack([torch.isfinite(found[i][1]).all() for i in indices])
+        if bool(flags.all()):
+            continue
+        bad.extend(found[i][0] for i, ok in zip(indices, flags.tolist(), strict=True) if not ok)
+    return bad
+
+
+def _fmt(value: float | None) -> str:
+    return "not checked" if value is None else f"{value:.6g}"
 
 
 class UnitLMStage(pl.LightningModule):
     """Base of the LightningModules that train ``self.model``, a ``transformers`` causal LM.
 
     Subclasses set ``self.model``, ``self.tokenizer_identity`` and ``self.tokenizer_dir`` and save
-    ``optimizer``, ``lr``, ``weight_decay``, ``betas``, ``eps`` and ``export`` as hyperparameters.
+    ``optimizer``, ``lr``, ``weight_decay``, ``betas``, ``eps``, ``export`` and ``max_nonfinite_steps``
+    (checked with :func:`check_max_nonfinite_steps`) as hyperparameters; an ``on_load_checkpoint`` of
+    theirs calls this one (it restores the count of skipped non-finite steps).
     """
 
     model: torch.nn.Module
@@ -113,11 +192,158 @@ class UnitLMStage(pl.LightningModule):
         ):
             group["lr"] = base * factor(scheduler.last_epoch)
 
+    # -- the non-finite guard ------------------------------------------------------------------------------
+    #: The loss of the optimizer step being accumulated (on the device), until the step's check.
+    _window_loss: torch.Tensor | None = None
+    #: Non-finite steps skipped so far in this run (saved in checkpoints, so a resume keeps counting).
+    nonfinite_skipped: int = 0
+
+    @property
+    def max_nonfinite_steps(self) -> int:
+        """The ``max_nonfinite_steps`` hyperparameter (0 for checkpoints made before it existed)."""
+        return int(self.hparams.get("max_nonfinite_steps", 0))
+
+    def _grad_scaler(self) -> Any:
+        """The precision plugin's ``GradScaler`` (``16-mixed``), or None."""
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        """Add a micro-batch's loss to its optimizer step's (Lightning divides it by the accumulation)."""
+        loss = loss.detach().float()
+        self._window_loss = loss if self._window_loss is None else self._window_loss + loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Check the step's loss and total gradient norm before the optimizer changes anything.
+
+        Runs after the backward pass (after unscaling under a ``GradScaler``) and before gradient
+        clipping and the update. One device sync; under DDP one summed flag, so every rank decides
+        alike (the gradients are all-reduced already, a rank's loss is not).
+
+        Raises:
+            NonFiniteError: a NaN or Inf beyond the ``max_nonfinite_steps`` allowance.
+        """
+        loss, self._window_loss = self._window_loss, None
+        norm = None
+        checks = [loss] if loss is not None else []
+        if self._grad_scaler() is None:  # under a scaler, Inf gradients are the scaler's to skip
+            grads = [
+                p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None
+            ]
+            if grads:
+                norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+                checks.append(norm)
+        if not checks:
+            return
+        bad = torch.stack([(~torch.isfinite(c.reshape(()))).to(self.device) for c in checks]).any().float()
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        if not bool(bad):
+            return
+        loss_value = None if loss is None else float(loss)
+        norm_value = None if norm is None else float(norm)
+        step = self.trainer.global_step
+        values = f"loss {_fmt(loss_value)}, gradient norm {_fmt(norm_value)}"
+        if self.nonfinite_skipped < self.max_nonfinite_steps:
+            self.nonfinite_skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+            if self.trainer.is_global_zero:
+                log.warning(
+                    f"skipped step {step}: non-finite {values} (weights and optimizer state unchanged; "
+                    f"{self.nonfinite_skipped} of model.max_nonfinite_steps={self.max_nonfinite_steps} skips used)"
+                )
+            raise _SkippedStep
+        skipped = (
+            f" ({self.nonfinite_skipped} earlier non-finite steps skipped, all that "
+            f"model.max_nonfinite_steps={self.max_nonfinite_steps} allows)"
+            if self.max_nonfinite_steps
+            else ""
+        )
+        last = self.last_good_checkpoint()
+        fix = (
+            "start again with a lower model.lr"
+            if last == NO_CHECKPOINT
+            else "resume from it (--ckpt_path) with a lower model.lr"
+        )
+        raise NonFiniteError(
+            f"non-finite training step at step {step}: {values}{skipped}; stopped before updating the weights, "
+            f"nothing saved after it; last good checkpoint: {last}; {fix}, or set model.max_nonfinite_steps "
+            "to skip up to N such steps"
+        )
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Any,
+        optimizer_closure: Any = None,
+    ) -> None:
+        """Lightning's optimizer step, left without an update when the non-finite guard skips it."""
+        try:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        except _SkippedStep:
+            self._release_scaler(getattr(optimizer, "optimizer", optimizer))
+
+    def _release_scaler(self, optimizer: torch.optim.Optimizer) -> None:
+        """After a skipped step under a ``GradScaler``: close the step it unscaled (``update``).
+
+        Lightning unscales before the checks unless the optimizer unscales in its own step (fused
+        AdamW); an unscaled optimizer must see ``scaler.update()`` before the next step, which also
+        lowers the scale when the gradients held an Inf, as a step the scaler skipped itself would.
+        """
+        scaler = self._grad_scaler()
+        if scaler is None:
+            return
+        from torch.amp.grad_scaler import OptState
+
+        state = scaler._per_optimizer_states.get(id(optimizer))
+        if state is not None and state["stage"] is OptState.UNSCALED:
+            scaler.update()
+
+    def last_good_checkpoint(self) -> str:
+        """The newest ``.ckpt`` in the run's checkpoint folders, or :data:`NO_CHECKPOINT`.
+
+        Every checkpoint the guard let through holds finite weights, so the newest is the last good one.
+        """
+        trainer = self.trainer
+        folders = {
+            Path(cb.dirpath)
+            for cb in trainer.checkpoint_callbacks
+            if isinstance(cb, ModelCheckpoint) and cb.dirpath
+        }
+        if not folders:  # where ComputeBudget saves its stop checkpoint without a ModelCheckpoint
+            folders = {Path(trainer.default_root_dir) / "checkpoints"}
+        files = [f for folder in folders if folder.is_dir() for f in folder.glob("*.ckpt") if f.is_file()]
+        if not files:
+            return NO_CHECKPOINT
+        return str(max(files, key=lambda f: (f.stat().st_mtime_ns, f.name)))
+
+    def _refuse_nonfinite(self, tensors: dict[str, Any], what: str) -> None:
+        """Raise :class:`NonFiniteError` if ``tensors`` (walked as :func:`nonfinite_tensors`) hold a NaN/Inf."""
+        bad = nonfinite_tensors(tensors)
+        if bad:
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise NonFiniteError(
+                f"refusing to {what} at step {self.trainer.global_step}: NaN/Inf in {shown}; nothing written; "
+                f"last good checkpoint: {self.last_good_checkpoint()}"
+            )
+
     # -- end of training ---------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Every rank runs this (with the same weights under DDP) before the file is written.
+        self._refuse_nonfinite(
+            {
+                "state_dict": checkpoint.get("state_dict", {}),
+                "optimizer_states": checkpoint.get("optimizer_states", []),
+            },
+            "save a checkpoint",
+        )
         self._last_saved_step = self.trainer.global_step
+        checkpoint[NONFINITE_KEY] = self.nonfinite_skipped
         # For the model card of a later `slamming export` of this checkpoint.
         checkpoint[TRAINING_KEY] = self.training_record()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.nonfinite_skipped = int(checkpoint.get(NONFINITE_KEY, 0))
 
     def training_record(self) -> dict[str, Any]:
         """What this stage knows of its training, for the model card of its export.
@@ -190,6 +416,7 @@ class UnitLMStage(pl.LightningModule):
     @rank_zero_only
     def _export(self, log_dir: Path) -> None:
         """Export to ``<log_dir>/hf_model``: weights, tokeniser, budget, the paper's sampling, a model card."""
+        self._refuse_nonfinite(self.hf_model.state_dict(), f"export the model to {log_dir / 'hf_model'}")
         budget = next((cb for cb in self.trainer.callbacks if isinstance(cb, ComputeBudget)), None)
         out = export_hf(
             self.hf_model,

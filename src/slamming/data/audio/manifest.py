@@ -14,8 +14,11 @@ Relative paths in a TSV/JSONL manifest are resolved against the manifest's own f
 in the manifest, in POSIX form. Durations (seconds) and texts are carried along as metadata; the
 audio itself decides the real length.
 
-A missing manifest, a malformed line, a bad header or a path listed twice is a
-:class:`~slamming.errors.SlammingError` naming the file (and line) and the fix.
+Symbolic links to folders are followed, except a link back to a folder that contains it (a loop,
+which would list the same files without end): that is refused.
+
+A missing manifest, a malformed line, a bad header, a path listed twice or a symbolic link loop is
+a :class:`~slamming.errors.SlammingError` naming the file (and line) and the fix.
 """
 
 from __future__ import annotations
@@ -61,9 +64,35 @@ def _posix(path: str) -> str:
     return PurePath(path).as_posix()
 
 
+def _folder_id(path: str) -> tuple[int, int]:
+    """The (device, inode) pair naming the folder ``path`` leads to, through any symbolic links."""
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
 def _scan_directory(root: Path) -> list[ManifestEntry]:
+    """The audio files under ``root``, following symbolic links to folders, but never round a loop.
+
+    ``os.walk(followlinks=True)`` alone would go round a link to an enclosing folder until paths
+    grow too long, listing every file dozens of times (and with two such links, for ever); each
+    folder therefore remembers the folders above it, and a link back to one of them is refused.
+    """
     entries = []
-    for dirpath, _dirs, files in os.walk(root, followlinks=True):
+    # For each folder os.walk will visit: the folders on its way down from root, itself included.
+    above: dict[str, frozenset[tuple[int, int]]] = {str(root): frozenset({_folder_id(str(root))})}
+    for dirpath, dirs, files in os.walk(root, followlinks=True):
+        for name in dirs:
+            path = os.path.join(dirpath, name)
+            try:
+                folder = _folder_id(path)
+            except OSError:  # vanished or unreadable: os.walk skips it too
+                continue
+            if folder in above[dirpath]:
+                raise SlammingError(
+                    f"{path} is a symbolic link loop: it leads back to {os.path.realpath(path)}, a folder that "
+                    "contains it, so the scan would never end; remove the link or give a .tsv/.jsonl manifest"
+                )
+            above[path] = above[dirpath] | {folder}
         for name in files:
             if Path(name).suffix.lower() in AUDIO_SUFFIXES:
                 path = Path(dirpath) / name
@@ -166,7 +195,7 @@ def read_manifest(manifest: str | os.PathLike[str]) -> list[ManifestEntry]:
 
     Raises:
         SlammingError: the manifest is missing, of an unknown kind, empty, malformed, or lists a
-            path twice.
+            path twice; a directory holding a symbolic link loop.
     """
     manifest = Path(manifest)
     if manifest.is_dir():

@@ -1,8 +1,11 @@
-"""``PairBenchmarkDataModule``: one test dataloader of audio pairs per benchmark.
+"""``PairBenchmarkDataModule`` and ``EmbeddedBenchmarkDataModule``: one test dataloader of audio
+pairs per benchmark.
 
 The loaders read and resample the audio (in worker processes when ``num_workers`` > 0); the
 LightningModule (:class:`~slamming.tasks.evaluate.PairEvaluation`) tokenises it with the model's
-own tokeniser and scores it, so this module needs to know nothing about the model.
+own tokeniser and scores it, so these modules need to know nothing about the model. Neither builds
+anything when it is made: the published benchmarks are only listed then, and the embedded ones are
+spoken in ``prepare_data``, after the model (and its tokeniser) has been checked.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from slamming.data.benchmarks.readers import Pair, PairBenchmark, load_benchmarks
-from slamming.errors import SlammingError
+from slamming.errors import ConfigError, SlammingError
 from slamming.hashing import settings_key
 from slamming.speech.audio import read_audio
 
@@ -57,55 +60,44 @@ def collate_pairs(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class PairBenchmarkDataModule(pl.LightningDataModule):
-    """Pair benchmarks (sWUGGY, sBLIMP, sSC, tSC, SALMon, manifests) as test data.
-
-    Args:
-        benchmarks: One spec per benchmark, read by
-            :func:`~slamming.data.benchmarks.readers.load_benchmarks`: ``{kind, path, name?, split?, parts?}``
-            (a SALMon spec gives one benchmark per part). Read when the module is built, so a
-            wrong layout fails before any model work.
-        batch_size: Pairs per batch (two sequences each in one forward pass).
-        num_workers: DataLoader worker processes reading audio.
-        sample_rate: Rate the audio is resampled to; 16 kHz for slamming's tokenisers.
-        context_length: Most ids a scored sequence may have (linked to the model; longer ones keep
-            their end, see :func:`~slamming.eval.likelihood.score_units`); None: the model's
-            ``max_position_embeddings``.
-        max_pairs: Score only the first N pairs of each benchmark (a quick look); None: all.
-
-    Raises:
-        SlammingError: a spec in the wrong layout, a missing file, or two benchmarks with one name.
-    """
+class _PairDataModule(pl.LightningDataModule):
+    """What both pair data modules share: the loader settings, the test loaders and the reading."""
 
     def __init__(
         self,
-        benchmarks: list[dict[str, Any]],
-        batch_size: int = 16,
-        num_workers: int = 0,
-        sample_rate: int = 16000,
-        context_length: int | None = None,
-        max_pairs: int | None = None,
+        batch_size: int,
+        num_workers: int,
+        sample_rate: int,
+        context_length: int | None,
+        max_pairs: int | None,
     ) -> None:
         super().__init__()
-        if not benchmarks:
-            raise SlammingError("data.benchmarks is empty; list at least one {kind, path} benchmark")
         if batch_size < 1 or (max_pairs is not None and max_pairs < 1):
-            raise SlammingError("data.batch_size and data.max_pairs must be at least 1")
+            raise ConfigError("data.batch_size and data.max_pairs must be at least 1")
+        if sample_rate < 1:
+            raise ConfigError(
+                f"data.sample_rate must be a positive rate in Hz (16000 for slamming's tokenisers), got {sample_rate}"
+            )
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.sample_rate = int(sample_rate)
         self.context_length = context_length
-        #: The benchmarks, in the order of the test dataloaders.
-        self.benchmarks: list[PairBenchmark] = [b for spec in benchmarks for b in load_benchmarks(spec)]
-        names = [b.name for b in self.benchmarks]
+        self.max_pairs = max_pairs
+        #: The benchmarks, in the order of the test dataloaders (None until they are read).
+        self.benchmarks: list[PairBenchmark] | None = None
+
+    def _read(self, specs: Sequence[dict[str, Any]]) -> list[PairBenchmark]:
+        """Read ``specs`` into benchmarks, each cut to ``max_pairs``, and log what each holds."""
+        benchmarks = [b for spec in specs for b in load_benchmarks(spec)]
+        names = [b.name for b in benchmarks]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise SlammingError(
                 f"data.benchmarks has more than one benchmark named {', '.join(repeated)}; give each a name"
             )
-        for bench in self.benchmarks:
-            if max_pairs is not None:
-                bench.pairs = bench.pairs[:max_pairs]
+        for bench in benchmarks:
+            if self.max_pairs is not None:
+                bench.pairs = bench.pairs[: self.max_pairs]
             skipped = "; ".join(f"{n} {reason}" for reason, n in bench.skipped.items())
             log.info(
                 "benchmark %s: %d pairs from %s%s",
@@ -114,6 +106,7 @@ class PairBenchmarkDataModule(pl.LightningDataModule):
                 bench.path,
                 f" (skipped: {skipped})" if skipped else "",
             )
+        return benchmarks
 
     @property
     def num_units(self) -> int | None:
@@ -127,6 +120,8 @@ class PairBenchmarkDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         """One loader per benchmark, in :attr:`benchmarks` order, pairs in metadata order."""
+        if self.benchmarks is None:
+            raise RuntimeError("the benchmarks are read by setup(); the trainer calls it before testing")
         return [
             DataLoader(
                 PairAudioDataset(bench.pairs, self.sample_rate),
@@ -140,14 +135,52 @@ class PairBenchmarkDataModule(pl.LightningDataModule):
         ]
 
 
-class EmbeddedBenchmarkDataModule(PairBenchmarkDataModule):
+class PairBenchmarkDataModule(_PairDataModule):
+    """Pair benchmarks (sWUGGY, sBLIMP, sSC, tSC, SALMon, manifests) as test data.
+
+    Args:
+        benchmarks: One spec per benchmark, read by
+            :func:`~slamming.data.benchmarks.readers.load_benchmarks`: ``{kind, path, name?, split?, parts?}``
+            (a SALMon spec gives one benchmark per part). Read when the module is built (the files
+            exist already: reading them lists and checks them, it builds nothing), so a wrong
+            layout fails before any model work.
+        batch_size: Pairs per batch (two sequences each in one forward pass).
+        num_workers: DataLoader worker processes reading audio.
+        sample_rate: Rate the audio is resampled to; 16 kHz for slamming's tokenisers.
+        context_length: Most ids a scored sequence may have (linked to the model; longer ones keep
+            their end, see :func:`~slamming.eval.likelihood.score_units`); None: the model's
+            ``max_position_embeddings``.
+        max_pairs: Score only the first N pairs of each benchmark (a quick look); None: all.
+
+    Raises:
+        SlammingError: a spec in the wrong layout, a missing file, or two benchmarks with one name.
+        ConfigError: no spec, a batch size or ``max_pairs`` below 1, or a sample rate below 1 Hz.
+    """
+
+    def __init__(
+        self,
+        benchmarks: list[dict[str, Any]],
+        batch_size: int = 16,
+        num_workers: int = 0,
+        sample_rate: int = 16000,
+        context_length: int | None = None,
+        max_pairs: int | None = None,
+    ) -> None:
+        if not benchmarks:
+            raise ConfigError("data.benchmarks is empty; list at least one {kind, path} benchmark")
+        super().__init__(batch_size, num_workers, sample_rate, context_length, max_pairs)
+        self.benchmarks = self._read(benchmarks)
+
+
+class EmbeddedBenchmarkDataModule(_PairDataModule):
     """The four embedded benchmarks (:mod:`slamming.data.benchmarks.embedded`), built on first use.
 
     The lexical, syntactic, topic-cloze and spoken-cloze pairs are made from the story generator's
     held-out test split and spoken by espeak-ng into ``<cache_dir>/<settings key>``; a later run with
-    the same settings reuses the folder (and says so). The build runs when the module is made, before
-    the model loads, because :class:`PairBenchmarkDataModule` reads its benchmarks then to fail fast;
-    evaluation runs on one device, so there is no rank to race with.
+    the same settings reuses the folder (and says so). The build is :meth:`prepare_data`'s, which
+    the trainer calls after the model is made: a model that cannot be scored (no tokeniser, a
+    tokeniser that does not match it) stops the run before minutes of speech are synthesised. The
+    settings are checked when the module is made; :meth:`setup` reads the built benchmarks.
 
     Args:
         cache_dir: Where builds are kept.
@@ -156,8 +189,16 @@ class EmbeddedBenchmarkDataModule(PairBenchmarkDataModule):
         seed: Seed of the pairs and of the voice/rate/pitch plan.
         tts_workers: Parallel espeak-ng processes.
         progress: Progress bars while building.
-        **kwargs: :class:`PairBenchmarkDataModule` arguments (batch_size, num_workers, context_length,
-            max_pairs).
+        batch_size: Pairs per batch (two sequences each in one forward pass).
+        num_workers: DataLoader worker processes reading audio.
+        sample_rate: Rate the audio is resampled to; 16 kHz for slamming's tokenisers.
+        context_length: Most ids a scored sequence may have (linked to the model); None: the model's
+            ``max_position_embeddings``.
+        max_pairs: Score only the first N pairs of each benchmark (a quick look); None: all.
+
+    Raises:
+        ConfigError: ``num_pairs``, ``tts_workers``, ``batch_size``, ``max_pairs`` or
+            ``sample_rate`` below 1, a negative ``seed``, or an empty list of voices.
     """
 
     def __init__(
@@ -174,26 +215,47 @@ class EmbeddedBenchmarkDataModule(PairBenchmarkDataModule):
         context_length: int | None = None,
         max_pairs: int | None = None,
     ) -> None:
-        from slamming.data.benchmarks.embedded import build_embedded_benchmarks
-        from slamming.data.benchmarks.embedded_pairs import BENCHMARKS
         from slamming.speech.tts import DEFAULT_VOICES
 
-        voices = list(voices) if voices else list(DEFAULT_VOICES)
+        super().__init__(batch_size, num_workers, sample_rate, context_length, max_pairs)
+        if num_pairs < 1 or tts_workers < 1 or seed < 0:
+            raise ConfigError(
+                "data.num_pairs and data.tts_workers must be at least 1 and data.seed at least 0, got "
+                f"num_pairs={num_pairs}, tts_workers={tts_workers}, seed={seed}"
+            )
+        if voices is not None and not voices:
+            raise ConfigError(
+                "data.voices is empty; list espeak-ng voices, or leave it null for the defaults"
+            )
+        self.voices = list(voices) if voices else list(DEFAULT_VOICES)
+        self.num_pairs, self.seed, self.tts_workers = int(num_pairs), int(seed), int(tts_workers)
+        self.progress = progress
         # A list (no keys to sort): the same bytes as the json.dumps of the folders built before.
-        name = settings_key([num_pairs, voices, seed], length=12)
+        name = settings_key([num_pairs, self.voices, seed], length=12)
         self.build_dir = Path(cache_dir) / f"n{num_pairs}-seed{seed}-{name}"
+
+    def prepare_data(self) -> None:
+        """Speak the benchmarks into :attr:`build_dir`, or reuse an earlier build of these settings."""
+        from slamming.data.benchmarks.embedded import build_embedded_benchmarks
+
         summary = build_embedded_benchmarks(
             self.build_dir,
-            num_pairs=num_pairs,
-            voices=voices,
-            seed=seed,
-            tts_workers=tts_workers,
-            progress=progress,
+            num_pairs=self.num_pairs,
+            voices=self.voices,
+            seed=self.seed,
+            tts_workers=self.tts_workers,
+            progress=self.progress,
         )
         if summary.get("reused"):
             log.info("reusing the embedded benchmarks in %s", self.build_dir)
-        specs = [
-            {"kind": "manifest", "path": str(self.build_dir / bench / "manifest.jsonl"), "name": bench}
-            for bench in BENCHMARKS
-        ]
-        super().__init__(specs, batch_size, num_workers, sample_rate, context_length, max_pairs)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the built benchmarks (once)."""
+        from slamming.data.benchmarks.embedded_pairs import BENCHMARKS
+
+        if self.benchmarks is None:
+            specs = [
+                {"kind": "manifest", "path": str(self.build_dir / bench / "manifest.jsonl"), "name": bench}
+                for bench in BENCHMARKS
+            ]
+            self.benchmarks = self._read(specs)

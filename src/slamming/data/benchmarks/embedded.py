@@ -49,6 +49,7 @@ from slamming.data.benchmarks.embedded_pairs import (
 )
 from slamming.errors import SlammingError
 from slamming.hashing import settings_key
+from slamming.locks import build_lock
 from slamming.speech.audio import write_wav
 from slamming.speech.speak import speak_groups
 from slamming.speech.tts import DEFAULT_VOICES, EspeakEngine, plan_jobs
@@ -109,7 +110,9 @@ def build_embedded_benchmarks(
     """Speak the four embedded benchmarks into ``out_dir`` (layout in the module doc).
 
     The folder is built as ``<out_dir>.partial`` and renamed when complete, so a folder with
-    ``done.json`` is always whole. Calling again with the same settings reuses it (and says so);
+    ``done.json`` is always whole. The build holds :func:`~slamming.locks.build_lock` of ``out_dir``:
+    a second process building the same folder at once waits, then reuses the first one's build.
+    Calling again with the same settings reuses it (and says so);
     other settings, or a folder that is not a finished build, are an error: nothing is overwritten.
     Audio is streamed: each utterance is written as soon as it is spoken.
 
@@ -144,10 +147,28 @@ def build_embedded_benchmarks(
         "espeak": _espeak_version(),
     }
     key = settings_key(settings)
-    reused = _reusable(out_dir, key)
+    reused = _reusable(out_dir, key)  # a finished build needs no lock (nor a lock file in a read-only cache)
     if reused is not None:
         return reused
-    engine = EspeakEngine(voices, rate_range=rate_range, pitch_range=pitch_range, sample_rate=SAMPLE_RATE)
+    with build_lock(out_dir):  # a process building the same folder meanwhile: wait, then reuse its build
+        reused = _reusable(out_dir, key)
+        if reused is not None:
+            return reused
+        engine = EspeakEngine(voices, rate_range=rate_range, pitch_range=pitch_range, sample_rate=SAMPLE_RATE)
+        return _build(out_dir, key, settings, engine, voice_dirs, tts_workers, progress)
+
+
+def _build(
+    out_dir: Path,
+    key: str,
+    settings: dict[str, Any],
+    engine: EspeakEngine,
+    voice_dirs: dict[str, str],
+    tts_workers: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """Speak the benchmarks into ``out_dir`` (under its build lock); returns the summary."""
+    num_pairs, seed = settings["num_pairs"], settings["seed"]
     started = time.monotonic()
     with atomic_build(out_dir) as (partial, summary):
         stats = {}

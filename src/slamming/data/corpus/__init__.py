@@ -1,6 +1,9 @@
 """The unit corpus: memory-mapped uint16 token shards, int64 offsets and a ``meta.json``.
 
 - :mod:`.format`: the format's constants, :class:`UnitCorpus` (open, verify, read) and ``summarize``.
+- :mod:`.meta`: the ``meta.json`` checksum and open-time checks, and ``member_path`` (a file name
+  read from an index must be a plain name inside its folder).
+- :mod:`.verified`: verification skipped when a corpus's files are unchanged since the last one.
 - :mod:`.writer`: :class:`CorpusWriter`, streaming documents into a new corpus atomically.
 - :mod:`.slamkit`: import and export of the authors' (slamkit) features/tokens jsonl files.
 - ``atomic_build`` (from :mod:`slamming.atomic`): building any data folder under ``.partial`` and renaming it.

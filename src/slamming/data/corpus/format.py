@@ -9,11 +9,18 @@ Layout of a corpus directory (format version 1)::
     sources.jsonl        optional, one JSON value (or null) per document, e.g. the audio file name
     words.jsonl          optional, one JSON list of [word, start_s, end_s] (or null) per document:
                          when each word is spoken, in seconds of the document's audio
-    meta.json            format_version, created, tokenizer identity, num_units, num_documents, num_tokens,
-                         hours, has_durations/has_text/has_sources/has_words, shards, sha256 per file
+    meta.json            format_version, created, tokenizer identity, num_units, max_unit_id,
+                         num_documents, num_tokens, hours, has_durations/has_text/has_sources/has_words,
+                         shards, sha256 per file, meta_sha256
 
 The optional files are written only when some document has a value; a corpus without one (or
 written before ``words.jsonl`` existed, with no ``has_words`` in its meta) simply has none.
+
+``meta.json`` is checked when a corpus is opened (:mod:`slamming.data.corpus.meta`: its checksum,
+the largest unit id against ``num_units``, counts and file names), so a wrong or damaged one gives
+one line naming it instead of an embedding ``IndexError`` (or a CUDA assert) later. A corpus
+written before the checksum existed still opens; :meth:`UnitCorpus.verify`, which reads every
+token, checks that its unit ids lie below ``num_units``.
 
 This is how nanoGPT, Megatron and OLMo store tokens: opening costs one small JSON read and a few
 memory maps whatever the corpus size, and a document is a slice of a map. :class:`CorpusWriter`
@@ -31,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from slamming.data.corpus.meta import MAX_UNITS as MAX_UNITS  # re-exported: part of the format
+from slamming.data.corpus.meta import check_meta, corrupt
 from slamming.errors import CorpusError
 from slamming.hashing import sha256_file
 
@@ -38,13 +47,8 @@ FORMAT_VERSION = 1
 DEFAULT_SHARD_TOKENS = 1 << 27  # 256 MiB of uint16 per shard
 TOKEN_DTYPE = np.dtype("<u2")
 DURATION_DTYPE = np.dtype("<i4")
-MAX_UNITS = 1 << 16  # what uint16 can hold
 HOW_TO_BUILD = "build one with slamming.data.corpus.writer.CorpusWriter or slamming.data.corpus.slamkit"
 _REQUIRED_META = ("tokenizer", "num_units", "num_documents", "num_tokens", "shards", "sha256")
-
-
-def _corrupt(path: Path, what: str) -> CorpusError:
-    return CorpusError(f"corpus {path}: {what}; the corpus is corrupt or incomplete — rebuild it")
 
 
 def frames_to_hours(frames: int | None, tokenizer: dict[str, Any]) -> float | None:
@@ -65,7 +69,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _corrupt(path, f"meta.json is not valid JSON ({e})") from e
+        raise corrupt(path, f"meta.json is not valid JSON ({e})") from e
     version = meta.get("format_version") if isinstance(meta, dict) else None
     if version != FORMAT_VERSION:
         raise CorpusError(
@@ -74,7 +78,8 @@ def _read_meta(path: Path) -> dict[str, Any]:
         )
     missing = [key for key in _REQUIRED_META if key not in meta]
     if missing or not meta["shards"]:
-        raise _corrupt(path, f"meta.json lacks {', '.join(missing) or 'shards'}")
+        raise corrupt(path, f"meta.json lacks {', '.join(missing) or 'shards'}")
+    check_meta(path, meta)
     return meta
 
 
@@ -89,8 +94,9 @@ class UnitCorpus:
         path: The corpus directory.
 
     Raises:
-        CorpusError: The directory, ``meta.json`` or ``offsets.npy`` is missing or malformed, or the
-            format version is unknown.
+        CorpusError: The directory, ``meta.json`` or ``offsets.npy`` is missing or malformed, the
+            format version is unknown, ``meta.json`` fails its checksum, records a largest unit id
+            not below ``num_units`` or a file name outside the folder (see the module docstring).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -99,10 +105,14 @@ class UnitCorpus:
         try:
             self._offsets = np.load(self.path / "offsets.npy", mmap_mode="r")
         except (OSError, ValueError) as e:
-            raise _corrupt(self.path, f"offsets.npy is missing or unreadable ({e})") from e
+            raise corrupt(self.path, f"offsets.npy is missing or unreadable ({e})") from e
         if self._offsets.shape != (len(self) + 1,):
-            raise _corrupt(
-                self.path, f"offsets.npy has shape {self._offsets.shape} for {len(self)} documents"
+            raise corrupt(self.path, f"offsets.npy has shape {self._offsets.shape} for {len(self)} documents")
+        ends = (int(self._offsets[0]), int(self._offsets[-1]))
+        if ends != (0, self.num_tokens):
+            raise corrupt(
+                self.path,
+                f"offsets.npy spans tokens {ends[0]}..{ends[1]}, but meta.json records {self.num_tokens}",
             )
         shards = self._meta["shards"]
         self._first_document = np.array([s["first_document"] for s in shards], dtype=np.int64)
@@ -140,6 +150,12 @@ class UnitCorpus:
         return int(self._meta["num_units"])
 
     @property
+    def max_unit_id(self) -> int | None:
+        """The largest unit id the writer wrote (``< num_units``); None for a legacy corpus."""
+        top = self._meta.get("max_unit_id")
+        return None if top is None else int(top)
+
+    @property
     def num_tokens(self) -> int:
         """Tokens in all documents."""
         return int(self._meta["num_tokens"])
@@ -162,20 +178,28 @@ class UnitCorpus:
             raise IndexError(f"document {i} is out of range for corpus {self.path} of {n} documents")
         return i % n
 
-    def _slice(self, kind: str, i: int) -> np.ndarray:
-        i = self._index(i)
-        s = int(np.searchsorted(self._first_document, i, side="right")) - 1
+    def _map(self, kind: str, s: int) -> np.ndarray:
+        """The memory map of shard ``s``'s ``kind`` file (``tokens``/``durations``), size-checked."""
         shard, maps = self._meta["shards"][s], self._maps[kind]
         if maps[s] is None:
             dtype = TOKEN_DTYPE if kind == "tokens" else DURATION_DTYPE
             file, expected = self.path / shard[kind], shard["num_tokens"] * dtype.itemsize
             size = file.stat().st_size if file.is_file() else None
             if size != expected:
-                raise _corrupt(self.path, f"file {shard[kind]} has {size} bytes, expected {expected}")
-            maps[s] = np.memmap(file, dtype=dtype, mode="r", shape=(shard["num_tokens"],))
+                raise corrupt(self.path, f"file {shard[kind]} has {size} bytes, expected {expected}")
+            if expected == 0:  # np.memmap refuses an empty file
+                maps[s] = np.zeros(0, dtype=dtype)
+            else:
+                maps[s] = np.memmap(file, dtype=dtype, mode="r", shape=(shard["num_tokens"],))
+        return maps[s]  # type: ignore[return-value]
+
+    def _slice(self, kind: str, i: int) -> np.ndarray:
+        i = self._index(i)
+        s = int(np.searchsorted(self._first_document, i, side="right")) - 1
+        shard, data = self._meta["shards"][s], self._map(kind, s)
         start = int(self._offsets[i]) - shard["first_token"]
         stop = int(self._offsets[i + 1]) - shard["first_token"]
-        return np.asarray(maps[s][start:stop])  # drops the memmap subclass, keeps the view (no copy)
+        return np.asarray(data[start:stop])  # drops the memmap subclass, keeps the view (no copy)
 
     def document(self, i: int) -> np.ndarray:
         """Units of document ``i``: a read-only uint16 view."""
@@ -193,7 +217,7 @@ class UnitCorpus:
             # One vectorised pass finds every line end; later reads seek straight to their line.
             ends = np.flatnonzero(np.memmap(self.path / name, dtype=np.uint8, mode="r") == ord("\n"))
             if len(ends) != len(self):
-                raise _corrupt(self.path, f"{name} has {len(ends)} lines for {len(self)} documents")
+                raise corrupt(self.path, f"{name} has {len(ends)} lines for {len(self)} documents")
             self._line_ends[name] = ends
         ends = self._line_ends[name]
         start = 0 if i == 0 else int(ends[i - 1]) + 1
@@ -217,20 +241,38 @@ class UnitCorpus:
         return None if rows is None else [(str(w), float(start), float(end)) for w, start, end in rows]
 
     def verify(self) -> None:
-        """Recompute the sha256 of every file and compare it with ``meta.json``.
+        """Recompute the sha256 of every file and compare it with ``meta.json``; check the unit ids.
+
+        The largest unit id in the token shards must be the ``max_unit_id`` that ``meta.json``
+        records and lie below ``num_units``; a legacy corpus, which records none, is checked
+        against ``num_units`` only.
 
         Raises:
-            CorpusError: A file is missing or fails its checksum.
+            CorpusError: A file is missing or fails its checksum, or a unit id is out of range.
         """
         for name, expected in self._meta["sha256"].items():
             if not (self.path / name).is_file():
-                raise _corrupt(self.path, f"file {name} is missing")
+                raise corrupt(self.path, f"file {name} is missing")
             got = sha256_file(self.path / name)
             if got != expected:
                 raise CorpusError(
                     f"corpus {self.path}: file {name} fails its checksum (expected {expected}, got {got}); "
                     "the corpus is corrupt — rebuild it"
                 )
+        top, where = -1, ""
+        for s, shard in enumerate(self._meta["shards"]):
+            tokens = self._map("tokens", s)
+            if tokens.size and int(tokens.max()) > top:
+                top, where = int(tokens.max()), shard["tokens"]
+        if top >= self.num_units:
+            raise corrupt(
+                self.path, f"file {where} holds unit id {top}, outside [0, {self.num_units}) of num_units"
+            )
+        if self.max_unit_id is not None and top != self.max_unit_id:
+            raise corrupt(
+                self.path,
+                f"the token files' largest unit id is {top}, but meta.json records {self.max_unit_id}",
+            )
 
 
 def summarize(path: str | os.PathLike[str]) -> str:

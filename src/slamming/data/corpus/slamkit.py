@@ -8,11 +8,14 @@ Two line formats (reference/slam-recipe.md §2.3), one JSON object per line:
 - ``tokens.jsonl`` (slamkit ``prepare_tokens``): ``{"file_name": "<path>", "audio_repr": "<Un3><Un49>..."}``
   — no durations.
 
-A malformed line is skipped and counted, never fatal: bad JSON, a missing key, a non-integer value,
-``units``/``duration`` of different lengths, an out-of-range unit id, a bad duration or a bad
-``audio_repr`` token. The :class:`ImportReport` says how many lines of each kind were skipped and
-where the first ones are (``file:line: reason``). If no line is valid nothing is written and a
-:class:`~slamming.errors.CorpusError` says so: an empty corpus is never written silently.
+A malformed line is one of: bad JSON, a missing key, a non-integer value, ``units``/``duration``
+of different lengths, an out-of-range unit id (often a ``num_units`` that is too small), a bad
+duration or a bad ``audio_repr`` token. With ``skip_bad`` such lines are skipped and counted: the
+:class:`ImportReport` says how many lines of each kind were skipped and where the first ones are
+(``file:line: reason``). Without it (the default of ``slamming corpus import-*``, which takes
+``--skip-bad``) one malformed line refuses the import: a :class:`~slamming.errors.CorpusError` gives
+the counts in one line and nothing is written, so a corpus never silently lacks lines. If no line is
+valid nothing is written either: an empty corpus is never written silently.
 """
 
 from __future__ import annotations
@@ -155,6 +158,22 @@ def _parse_tokens(obj: dict[str, Any], num_units: int) -> _Parsed:
     return units, None, obj["file_name"]
 
 
+def _refusal(report: ImportReport, what: str) -> str:
+    """The one line that refuses an import with malformed lines (without ``skip_bad``)."""
+    kinds = sorted(report.skipped.items(), key=lambda item: (-item[1], item[0]))
+    counts = "; ".join(f"{kind}: {n:,}, first at {report.first[kind]}" for kind, n in kinds)
+    hint = (
+        " (unit ids out of range: is --num-units the K of the tokeniser that made the file?)"
+        if OUT_OF_RANGE in report.skipped
+        else ""
+    )
+    return (
+        f"{report.src}: {report.num_skipped:,} of {report.lines:,} lines are not valid {what} lines "
+        f"({counts}){hint}; nothing was written to {report.dst}: fix the file, or pass --skip-bad "
+        f"(skip_bad=True) to import the {report.documents:,} valid lines and skip these"
+    )
+
+
 def _import(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -163,6 +182,7 @@ def _import(
     overwrite: bool,
     parse: Callable[[dict[str, Any], int], _Parsed],
     what: str,
+    skip_bad: bool,
 ) -> ImportReport:
     src, dst = Path(src), Path(dst)
     if not src.is_file():
@@ -184,12 +204,15 @@ def _import(
                 if not isinstance(obj, dict):
                     raise _Skip(NOT_AN_OBJECT, f"a JSON {type(obj).__name__}")
                 units, durations, source = parse(obj, num_units)
-                writer.add(units, durations=durations, source=source)
+                if skip_bad or not report.num_skipped:  # refused anyway: stop writing, keep counting
+                    writer.add(units, durations=durations, source=source)
             except _Skip as e:
                 report.skip(report.src, number, e.kind, e.detail)
                 continue
             report.documents += 1
             report.tokens += int(units.size)
+        if report.num_skipped and not skip_bad and report.documents:
+            raise CorpusError(_refusal(report, what))  # inside the with block: nothing is left behind
         if report.documents == 0:
             kinds = "; ".join(f"{kind}: {n:,}" for kind, n in report.skipped.items()) or "the file is empty"
             first = f"; first: {report.examples[0]}" if report.examples else ""
@@ -207,25 +230,29 @@ def import_features_jsonl(
     num_units: int,
     tokenizer: dict[str, Any],
     overwrite: bool = False,
+    skip_bad: bool = True,
 ) -> ImportReport:
     """Import a slamkit ``features.jsonl`` (units, durations and file names) into a new corpus.
 
     Args:
         src: The ``features.jsonl`` file.
         dst: The corpus directory to create.
-        num_units: K of the tokeniser; ids outside ``[0, K)`` make a line skipped.
+        num_units: K of the tokeniser; ids outside ``[0, K)`` make a line malformed.
         tokenizer: The tokeniser identity stored in the corpus (e.g. kind, layer, k, frame_rate,
             dedup); its ``frame_rate`` turns durations into hours.
         overwrite: Replace ``dst`` if it is an existing corpus.
+        skip_bad: Skip malformed lines and count them in the report; False refuses the whole
+            import when a line is malformed (``slamming corpus import-*`` without ``--skip-bad``).
 
     Returns:
         The report of lines read, documents written and lines skipped.
 
     Raises:
         SlammingError: ``src`` does not exist.
-        CorpusError: ``dst`` exists (and ``overwrite`` is false), or no line is valid.
+        CorpusError: ``dst`` exists (and ``overwrite`` is false), no line is valid, or (without
+            ``skip_bad``) a line is malformed; nothing is written then.
     """
-    return _import(src, dst, num_units, tokenizer, overwrite, _parse_features, "features.jsonl")
+    return _import(src, dst, num_units, tokenizer, overwrite, _parse_features, "features.jsonl", skip_bad)
 
 
 def import_tokens_jsonl(
@@ -234,24 +261,28 @@ def import_tokens_jsonl(
     num_units: int,
     tokenizer: dict[str, Any],
     overwrite: bool = False,
+    skip_bad: bool = True,
 ) -> ImportReport:
     """Import a slamkit ``tokens.jsonl`` (``audio_repr`` strings, no durations) into a new corpus.
 
     Args:
         src: The ``tokens.jsonl`` file.
         dst: The corpus directory to create.
-        num_units: K of the tokeniser; ids outside ``[0, K)`` make a line skipped.
+        num_units: K of the tokeniser; ids outside ``[0, K)`` make a line malformed.
         tokenizer: The tokeniser identity stored in the corpus.
         overwrite: Replace ``dst`` if it is an existing corpus.
+        skip_bad: Skip malformed lines and count them in the report; False refuses the whole
+            import when a line is malformed (``slamming corpus import-*`` without ``--skip-bad``).
 
     Returns:
         The report of lines read, documents written and lines skipped.
 
     Raises:
         SlammingError: ``src`` does not exist.
-        CorpusError: ``dst`` exists (and ``overwrite`` is false), or no line is valid.
+        CorpusError: ``dst`` exists (and ``overwrite`` is false), no line is valid, or (without
+            ``skip_bad``) a line is malformed; nothing is written then.
     """
-    return _import(src, dst, num_units, tokenizer, overwrite, _parse_tokens, "tokens.jsonl")
+    return _import(src, dst, num_units, tokenizer, overwrite, _parse_tokens, "tokens.jsonl", skip_bad)
 
 
 def _export(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from slamming.data.corpus.format import (
     TOKEN_DTYPE,
     frames_to_hours,
 )
+from slamming.data.corpus.meta import META_CHECKSUM, meta_checksum
 from slamming.errors import CorpusError
 from slamming.hashing import sha256_file
 
@@ -151,6 +153,7 @@ class CorpusWriter(StagedWriter):
         self._durations: _HashingFile | None = None
         self._has_durations: bool | None = None  # decided by the first document
         self._frames = 0
+        self._max_unit_id = -1  # recorded in meta.json; readers check it against num_units
         self._text = _HashingFile(self._tmp / "text.jsonl")
         self._sources = _HashingFile(self._tmp / "sources.jsonl")
         self._words = _HashingFile(self._tmp / "words.jsonl")
@@ -242,6 +245,7 @@ class CorpusWriter(StagedWriter):
         self._num_words += words is not None
         shard["num_tokens"] += int(arr.size)
         shard["num_documents"] += 1
+        self._max_unit_id = max(self._max_unit_id, hi)
         self._offsets.append(self._offsets[-1] + int(arr.size))
         return index
 
@@ -288,13 +292,18 @@ class CorpusWriter(StagedWriter):
                 self._sha256[file.name] = digest
             else:  # no document has one: the optional file is left out
                 (self._tmp / file.name).unlink()
-        np.save(self._tmp / "offsets.npy", np.frombuffer(self._offsets, dtype=np.int64))
+        # Through Python's file write (not numpy's C-level one): a full disk raises OSError(ENOSPC),
+        # which the CLI reports in one line.
+        offsets = io.BytesIO()
+        np.save(offsets, np.frombuffer(self._offsets, dtype=np.int64))
+        (self._tmp / "offsets.npy").write_bytes(offsets.getbuffer())
         self._sha256["offsets.npy"] = sha256_file(self._tmp / "offsets.npy")
         meta = {
             "format_version": FORMAT_VERSION,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "tokenizer": self.tokenizer,
             "num_units": self.num_units,
+            "max_unit_id": self._max_unit_id,
             "num_documents": self.num_documents,
             "num_tokens": self.num_tokens,
             "hours": frames_to_hours(self._frames if self._has_durations else None, self.tokenizer),
@@ -305,6 +314,8 @@ class CorpusWriter(StagedWriter):
             "shards": self._shards,
             "sha256": dict(sorted(self._sha256.items())),
         }
+        # Over the JSON as a reader will see it (tuples become lists, keys strings).
+        meta[META_CHECKSUM] = meta_checksum(json.loads(json.dumps(meta)))
         (self._tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         # Checked again: the target may have appeared while we wrote, and renaming a directory
         # onto an empty one would silently succeed on POSIX.

@@ -21,11 +21,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
+from slamming.data.corpus.verified import verify_on_node
 from slamming.data.preference.corpus import PreferenceCorpus
 from slamming.data.preference.sources import JsonlPreferences, PreferenceSource, existing_source, open_source
 from slamming.data.sampling.resumable import ResumableDataModule, path_list
-from slamming.errors import CorpusError, SlammingError
-from slamming.speech.tokenizers import check_identity
+from slamming.errors import CorpusError, SlammingError, TokenizerMismatchError
+from slamming.speech.tokenizers import check_identity, recorded_identity
 from slamming.vocab import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID, UNIT_OFFSET
 
 #: Bumped whenever :func:`preference_example` or :func:`collate_preferences` change what a batch
@@ -150,8 +151,9 @@ class PreferenceDataModule(ResumableDataModule):
 
     Training order: a permutation of all training triples per epoch, from ``(seed, epoch)``; rank
     ``r`` of ``W`` takes every ``W``-th (the tail is dropped so every rank runs the same number of
-    steps); a cursor of consumed samples is stored in checkpoints, so a resumed run sees exactly the
-    batches of the uninterrupted one. Validation: the validation triples in order, sharded the same
+    steps); the global position (epoch, triples consumed by all ranks) and the world size are
+    stored in checkpoints, so a resumed run, on any number of ranks, continues the uninterrupted
+    order. Validation: the validation triples in order, sharded the same
     way (with several ranks the last ``< W`` triples are left out, as in training). A batch's
     ``index`` holds each triple's position in its split (the sources concatenated), the key of the
     reference log-probs that :meth:`reference_loader` serves for precomputing.
@@ -166,8 +168,14 @@ class PreferenceDataModule(ResumableDataModule):
         batch_size: Triples per micro-batch (per device).
         num_workers: Data-loader worker processes.
         seed: Seed of the training order.
-        verify_checksums: Recompute every corpus file's sha256 when a split is first opened.
+        verify_checksums: Verify every corpus file's sha256 when a split is first opened, on local rank
+            0 of each node, when the files changed since their last successful verification
+            (:mod:`slamming.data.corpus.verified`).
         pin_memory: Pin batches for faster host-to-GPU copies (only when training on CUDA).
+        tokenizer_dir: The saved tokeniser folder that made the units of the ``.jsonl`` sources,
+            which do not record it. Its identity is then theirs and is compared in full with the
+            corpora's and the model's; without it a ``.jsonl`` source's tokeniser is not known and
+            only its K is checked (it takes the identity of the run's corpora, if any).
     """
 
     collate = collate_preferences
@@ -185,8 +193,10 @@ class PreferenceDataModule(ResumableDataModule):
         seed: int = 0,
         verify_checksums: bool = True,
         pin_memory: bool = True,
+        tokenizer_dir: str | None = None,
     ) -> None:
         super().__init__()
+        self._sources_tokenizer_dir = None if tokenizer_dir is None else Path(tokenizer_dir)
         self.train_paths = path_list(train)
         self.val_paths = path_list(val)
         if not self.train_paths:
@@ -204,9 +214,9 @@ class PreferenceDataModule(ResumableDataModule):
         self.verify_checksums, self.pin_memory = verify_checksums, pin_memory
         self._num_units: int | None = None if num_units is None else int(num_units)
         self._identity: dict[str, Any] | None = None
+        self._jsonl_identity: dict[str, Any] | None = None  # named by tokenizer_dir
         self._identity_read = False
         self._sets: dict[str, PreferenceDataset] = {}
-        self._resumed_triples: int | None = None
         if self._ready_to_open():
             self._read_identity()
 
@@ -220,6 +230,14 @@ class PreferenceDataModule(ResumableDataModule):
                 jsonl = jsonl or p
                 continue
             corpus = PreferenceCorpus(p)
+            for side, units in corpus.sides.items():
+                # Each side's meta.json bounds its ids by its own K (checked on open): that K must be
+                # the corpus's, which is compared with the model's.
+                if units.num_units != corpus.num_units:
+                    raise CorpusError(
+                        f"{units.path} holds units of K={units.num_units} but {p} records K={corpus.num_units}: "
+                        f"the {side} side does not belong to this preference corpus; rebuild it"
+                    )
             if self._num_units is not None and corpus.num_units != self._num_units:
                 source = f"data.num_units={self._num_units}" if first is None else f"{first.path}"
                 raise CorpusError(
@@ -235,8 +253,30 @@ class PreferenceDataModule(ResumableDataModule):
                 f"data.num_units: give K for the units of {Path(jsonl).name} "
                 "(500 for the authors' HuBERT-25 tokeniser)"
             )
-        self._identity = None if first is None else first.tokenizer
+        named = self._named_identity()
+        if named is not None and first is not None:
+            check_identity(
+                first.tokenizer,
+                named,
+                what=f"data.tokenizer_dir {self._sources_tokenizer_dir} (vs {first.path})",
+            )
+        self._jsonl_identity = named
+        self._identity = first.tokenizer if first is not None else named
         self._identity_read = True
+
+    def _named_identity(self) -> dict[str, Any] | None:
+        """The identity of ``tokenizer_dir``, checked against K; None when not given."""
+        folder = self._sources_tokenizer_dir
+        if folder is None:
+            return None
+        identity = recorded_identity(folder)
+        k = identity.get("k")
+        if self._num_units is not None and k is not None and k != self._num_units:
+            raise TokenizerMismatchError(
+                f"data.tokenizer_dir {folder} has k={k} but the preference data has K={self._num_units}: "
+                "give the tokeniser folder that made the units"
+            )
+        return identity
 
     @property
     def num_units(self) -> int | None:
@@ -247,7 +287,8 @@ class PreferenceDataModule(ResumableDataModule):
 
     @property
     def tokenizer(self) -> dict[str, Any] | None:
-        """Identity of the tokeniser of the corpora; None for ``.jsonl``-only runs or before building."""
+        """Identity of the tokeniser of the sources: the corpora's, else ``tokenizer_dir``'s; None for
+        ``.jsonl``-only runs without ``tokenizer_dir`` (not known) or before building."""
         if not self._identity_read and self._ready_to_open():
             self._read_identity()
         return self._identity
@@ -265,10 +306,16 @@ class PreferenceDataModule(ResumableDataModule):
                 raise SlammingError(f"data.{split}: no preference sources are configured for this split")
             if not self._identity_read:
                 self._read_identity()
-            sources = [open_source(p, self._num_units) for p in paths]
+            sources = [open_source(p, self._num_units, self._jsonl_identity) for p in paths]
+            if self.verify_checksums:
+                # A corpus's sides are hashed by local rank 0 of each node, and only when changed since
+                # their last verification; other sources verify themselves (a jsonl was read whole).
+                sides = [c for s in sources if isinstance(s, PreferenceCorpus) for c in s.sides.values()]
+                verify_on_node(sides, local_rank=getattr(self.trainer, "local_rank", 0))
+                for source in sources:
+                    if not isinstance(source, PreferenceCorpus):
+                        source.verify()
             for source in sources:
-                if self.verify_checksums:
-                    source.verify()
                 if isinstance(source, JsonlPreferences):
                     rank_zero_info(source.summary)
             dataset = PreferenceDataset(
@@ -300,13 +347,6 @@ class PreferenceDataModule(ResumableDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self._split("train")
         _, world = self._rank_world()
-        if self._resumed_triples is not None and self._resumed_triples != len(dataset):
-            rank_zero_info(
-                f"the checkpoint's training data had {self._resumed_triples} triples, now {len(dataset)}: "
-                "the data order restarts from the beginning"
-            )
-            self._cursor = 0
-        self._resumed_triples = None
         if len(dataset) < world:
             raise CorpusError(
                 f"{self.train_paths}: {len(dataset)} training triples for {world} ranks; "
@@ -326,9 +366,11 @@ class PreferenceDataModule(ResumableDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         triples = len(self._sets["train"]) if "train" in self._sets else None
-        return {"cursor": self._cursor, "seed": self.seed, "train_triples": triples}
+        return {**self._position_state(), "seed": self.seed, "train_triples": triples}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._cursor = int(state_dict.get("cursor", 0))
-        # Checked when the training loader is made: the sources may not be open yet.
-        self._resumed_triples = state_dict.get("train_triples")
+        # ``train_triples`` (also in checkpoints made before the world size was saved) is the size of
+        # the training order; the base compares it when the training loader is made, since the
+        # sources may not be open yet, and restarts the order if the data changed.
+        items = state_dict.get("train_triples", state_dict.get("epoch_items"))
+        self._load_position({**state_dict, "epoch_items": items})

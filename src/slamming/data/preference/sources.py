@@ -49,16 +49,17 @@ class JsonlPreferences:
     Args:
         path: The ``.jsonl`` file.
         num_units: K of the tokeniser that made the units (the file does not record it).
+        tokenizer: The identity of the tokeniser that made the units, when the user names it (the
+            file does not record it); None leaves it unknown, and then only K can be checked.
 
     Raises:
         CorpusError: An unreadable file, a unit id outside ``[0, K)``, or no usable triple.
     """
 
-    tokenizer: dict[str, Any] | None = None  # the file does not say which tokeniser made it
-
-    def __init__(self, path: str | Path, num_units: int) -> None:
+    def __init__(self, path: str | Path, num_units: int, tokenizer: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.num_units = int(num_units)
+        self.tokenizer: dict[str, Any] | None = None if tokenizer is None else dict(tokenizer)
         try:
             raw = self.path.read_bytes()
         except OSError as e:
@@ -151,8 +152,16 @@ def existing_source(path: str | Path) -> Path:
     return p
 
 
-def open_source(path: str | Path, num_units: int | None) -> PreferenceSource:
+def open_source(
+    path: str | Path, num_units: int | None, tokenizer: dict[str, Any] | None = None
+) -> PreferenceSource:
     """Open a preference corpus directory or an authors' ``.jsonl`` file.
+
+    Args:
+        path: The corpus directory or ``.jsonl`` file.
+        num_units: K; needed for a ``.jsonl`` file.
+        tokenizer: The identity of the tokeniser that made a ``.jsonl`` file's units, if known (a
+            corpus records its own).
 
     Raises:
         SlammingError: A ``.jsonl`` file without ``num_units``.
@@ -164,5 +173,5 @@ def open_source(path: str | Path, num_units: int | None) -> PreferenceSource:
             raise SlammingError(
                 f"data.num_units: give K for the units of {p.name} (500 for the authors' HuBERT-25 tokeniser)"
             )
-        return JsonlPreferences(p, num_units)
+        return JsonlPreferences(p, num_units, tokenizer)
     return PreferenceCorpus(p)

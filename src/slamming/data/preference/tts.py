@@ -13,12 +13,16 @@ and the rejected by another, DPO could learn to prefer a voice instead of a cont
 
 It builds into ``<out_dir>.partial`` and renames it when done, so a folder with ``done.json`` is
 always complete; callers cache builds under ``<cache_dir>/<source>-<key>`` with
-:func:`spoken_preference_key` over every setting that changes the content.
+:func:`spoken_preference_key` over every setting that changes the content. The build holds a file
+lock on the folder (:func:`~slamming.locks.build_lock`): a second process building the same folder
+at once waits, then returns the first one's build, which ``done.json`` shows to be of the same
+inputs (its ``inputs`` key).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -27,9 +31,10 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from slamming.atomic import atomic_build
 from slamming.data.preference.corpus import PreferenceCorpusWriter
-from slamming.data.preference.text import TextTriple
+from slamming.data.preference.text import TextTriple, triples_hash
 from slamming.errors import SlammingError
 from slamming.hashing import settings_key
+from slamming.locks import build_lock
 from slamming.speech.speak import speak_groups
 from slamming.speech.tokenizers import HubertTokenizer, MFCCTokenizer, load_tokenizer
 from slamming.speech.tts import TTSEngine, plan_jobs
@@ -79,7 +84,9 @@ def build_spoken_preferences(
     and logged, not an error.
 
     Args:
-        out_dir: the build folder to create; an existing complete one is never replaced.
+        out_dir: the build folder to create; an existing complete one is never replaced: one built
+            from the same inputs (triples, tokeniser, engine settings, seed and ``info``, as its
+            ``done.json`` records) is returned as it is, any other is an error.
         train: training triples (at least one).
         val: held-out triples (may be empty: no ``val`` corpus then).
         tokenizer_dir: a saved unit tokeniser (:func:`~slamming.speech.tokenizers.load_tokenizer`).
@@ -90,21 +97,15 @@ def build_spoken_preferences(
         info: JSON-serialisable settings kept in ``done.json`` and each corpus's ``preference.json``.
 
     Returns:
-        The summary also written to ``done.json``.
+        The summary also written to ``done.json`` (that of the finished build, when one of the same
+        inputs was there).
 
     Raises:
-        SlammingError: ``out_dir`` already exists, no training triples, a bad tokeniser folder, an
-            engine at another sample rate, or a split in which no triple gave units.
+        SlammingError: ``out_dir`` holds another build or is not a finished build, no training
+            triples, a bad tokeniser folder, an engine at another sample rate, or a split in which no
+            triple gave units.
     """
     out_dir = Path(out_dir)
-    if (out_dir / "done.json").is_file():
-        raise SlammingError(
-            f"{out_dir} already holds a finished spoken preference build; use it, or remove it to rebuild"
-        )
-    if out_dir.exists():
-        raise SlammingError(
-            f"{out_dir} exists but is not a finished build (no done.json); remove it or choose another folder"
-        )
     if not train:
         raise SlammingError(f"no training triples to speak into {out_dir}; give at least one")
     if engine.sample_rate != _TOKENIZER_RATE:
@@ -113,6 +114,69 @@ def build_spoken_preferences(
             f"create the engine with sample_rate={_TOKENIZER_RATE}"
         )
     tokenizer = load_tokenizer(tokenizer_dir)
+    inputs = spoken_preference_key(
+        {
+            "build_version": BUILD_VERSION,
+            "train": triples_hash(train),
+            "val": triples_hash(val),
+            "tokenizer": tokenizer.identity,
+            "engine": type(engine).__name__,
+            "voices": list(engine.voices),
+            "rate_range": list(engine.rate_range),
+            "pitch_range": list(engine.pitch_range),
+            "tts_seed": int(tts_seed),
+            "info": dict(info or {}),
+        }
+    )
+    finished = _finished(out_dir, inputs)  # a finished build needs no lock (nor a lock file there)
+    if finished is not None:
+        return finished
+    with build_lock(out_dir):  # a process building the same folder meanwhile: wait, then reuse its build
+        finished = _finished(out_dir, inputs)
+        if finished is not None:
+            return finished
+        return _build(out_dir, train, val, tokenizer, engine, tts_seed, tts_workers, progress, info, inputs)
+
+
+def _finished(out_dir: Path, inputs: str) -> dict[str, Any] | None:
+    """The ``done.json`` of the finished build of ``inputs`` in ``out_dir``; None when there is none.
+
+    Raises:
+        SlammingError: ``out_dir`` holds a build of other inputs, or is not a finished build.
+    """
+    done = out_dir / "done.json"
+    if done.is_file():
+        try:
+            summary = json.loads(done.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise SlammingError(f"{done} is not valid JSON ({err}); remove {out_dir} to rebuild") from err
+        if isinstance(summary, dict) and summary.get("inputs") == inputs:
+            rank_zero_info(f"reusing the spoken preference build {out_dir} (same triples and settings)")
+            return summary
+        raise SlammingError(
+            f"{out_dir} already holds a finished spoken preference build of other triples or settings; "
+            "use it, or remove it to rebuild"
+        )
+    if out_dir.exists():
+        raise SlammingError(
+            f"{out_dir} exists but is not a finished build (no done.json); remove it or choose another folder"
+        )
+    return None
+
+
+def _build(
+    out_dir: Path,
+    train: list[TextTriple],
+    val: list[TextTriple],
+    tokenizer: MFCCTokenizer | HubertTokenizer,
+    engine: TTSEngine,
+    tts_seed: int,
+    tts_workers: int,
+    progress: bool,
+    info: dict[str, Any] | None,
+    inputs: str,
+) -> dict[str, Any]:
+    """Speak and write both splits into ``out_dir`` (under its build lock); returns the summary."""
     started = time.monotonic()
     with atomic_build(out_dir) as (partial, summary):
         splits: dict[str, dict[str, Any]] = {}
@@ -131,6 +195,7 @@ def build_spoken_preferences(
             tts_seed=int(tts_seed),
             voices=list(engine.voices),
             info=dict(info or {}),
+            inputs=inputs,
         )
     rank_zero_info(
         f"built {out_dir} in {summary['build_seconds']:.0f} s: {summary['hours']:.2f} h of speech, "

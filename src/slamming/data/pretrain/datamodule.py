@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from slamming.data.corpus.format import UnitCorpus
+from slamming.data.corpus.verified import verify_on_node
 from slamming.data.pretrain.packing import collate_packed
 from slamming.data.pretrain.windows import PackedWindowDataset
 from slamming.data.sampling.resumable import ResumableDataModule, path_list
-from slamming.errors import CorpusError, SlammingError
+from slamming.errors import ConfigError, CorpusError, SlammingError
 from slamming.speech.tokenizers import check_identity, read_config
 
 log = logging.getLogger(__name__)
@@ -26,20 +28,23 @@ class UnitDataModule(ResumableDataModule):
     """Serves packed windows of ``context_length + 1`` ids from one or more unit corpora.
 
     Data order is a pure function of ``seed`` and the number of samples consumed: windows are
-    sharded across ranks, and the position (a cursor of consumed samples) is saved in checkpoints,
-    so a resumed run continues with exactly the batches the uninterrupted run would have seen.
+    sharded across ranks, and the global position (epoch, windows consumed by all ranks) is saved in
+    checkpoints with the world size, so a resumed run, on any number of ranks, continues with exactly
+    the windows the uninterrupted run would have seen next.
 
     Args:
         train: training corpus directories (see :mod:`slamming.data.corpus.format`).
         val: validation corpus directories (optional).
         weights: mixture weights of the training corpora (token shares); ``None`` = every document
-            of every corpus once per epoch.
+            of every corpus once per epoch; a corpus of weight 0 contributes nothing.
         context_length: model context ``L``; windows hold ``L + 1`` ids.
         batch_size: windows per micro-batch (per device).
         num_workers: data-loader worker processes (0 builds batches in the training process; with
             packing done by slicing memory maps this is cheap).
         seed: seed of the document order.
-        verify_checksums: recompute every corpus file's sha256 in ``setup`` (one read of the data).
+        verify_checksums: verify every corpus file's sha256 in ``setup``, on local rank 0 of each node,
+            when the files changed since their last successful verification
+            (:mod:`slamming.data.corpus.verified`).
         pin_memory: pin batches for faster host-to-GPU copies.
         tokenizer_dir: the saved tokeniser that made the corpora (checked against their recorded
             identity). Pretraining records it in its checkpoints and export, so DPO and evaluation
@@ -72,8 +77,11 @@ class UnitDataModule(ResumableDataModule):
             raise SlammingError(
                 f"data.weights has {len(weights)} values for {len(self.train_paths)} training corpora: give one per corpus"
             )
-        if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
-            raise SlammingError("data.weights must be non-negative with a positive sum")
+        if weights is not None and not (all(0 <= w < math.inf for w in weights) and sum(weights) > 0):
+            raise ConfigError(
+                f"data.weights={list(weights)}: weights must be finite and non-negative with a positive "
+                "sum (a weight of 0 leaves its corpus out of training)"
+            )
         self.weights = weights
         self.context_length = int(context_length)
         self.batch_size = int(batch_size)
@@ -90,12 +98,11 @@ class UnitDataModule(ResumableDataModule):
 
     # -- corpora -----------------------------------------------------------------------------------
     def _open(self, paths: list[str]) -> list[UnitCorpus]:
-        corpora = []
-        for p in paths:
-            corpus = UnitCorpus(p)
-            if self.verify_checksums:
-                corpus.verify()
-            corpora.append(corpus)
+        corpora = [UnitCorpus(p) for p in paths]
+        if self.verify_checksums:
+            # Local rank 0 of each node hashes, and only files changed since their last verification;
+            # the other ranks wait, and all raise together if a corpus is corrupt.
+            verify_on_node(corpora, local_rank=getattr(self.trainer, "local_rank", 0))
         return corpora
 
     def _read_identity(self) -> None:
@@ -181,12 +188,15 @@ class UnitDataModule(ResumableDataModule):
         return self._val_loader(self.val_set)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"cursor": self._cursor, "seed": self.seed, "context_length": self.context_length}
+        # The position is global (items of the epoch consumed by all ranks) and names the world
+        # size, so a resume on another number of ranks continues the same order.
+        return {**self._position_state(), "seed": self.seed, "context_length": self.context_length}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if int(state_dict.get("context_length", self.context_length)) != self.context_length:
             log.warning(
                 "checkpoint was made with another context length: data order restarts from the beginning"
             )
+            self._restart_position()
             return
-        self._cursor = int(state_dict.get("cursor", 0))
+        self._load_position(state_dict)

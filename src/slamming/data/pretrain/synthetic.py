@@ -8,7 +8,8 @@ speech comes from a Piper neural voice instead (the ``tts`` extra), which also s
 spoken: those timings are kept in the corpora (``UnitCorpus.words``). The whole build runs once in
 ``prepare_data`` (rank 0 of each node) and lands in a cache folder named by a hash of every setting
 that changes its content — for a user corpus, the hash of its texts, not its file names. A second
-run with the same settings reuses it and says so. Audio is streamed — synthesised, tokenised and
+run with the same settings reuses it and says so; a process that starts the same build while another
+runs it waits for it (a file lock), then reuses it. Audio is streamed — synthesised, tokenised and
 written one utterance at a time — so memory does not grow with the number of texts.
 """
 
@@ -27,8 +28,9 @@ from slamming.data.corpus.writer import CorpusWriter
 from slamming.data.pretrain.datamodule import UnitDataModule
 from slamming.data.text.reader import TextCorpus, TextFormat, read_texts, split_texts, text_id
 from slamming.data.text.stories import StoryGenerator
-from slamming.errors import SlammingError
+from slamming.errors import ConfigError, SlammingError
 from slamming.hashing import settings_key
+from slamming.locks import build_lock
 from slamming.speech.speak import speak_groups
 from slamming.speech.tokenizers import NORMALIZATIONS, MFCCTokenizer
 from slamming.speech.tts import (
@@ -142,6 +144,12 @@ class SyntheticSpeechDataModule(UnitDataModule):
             }
             num_train, num_val = len(self._train_texts), len(self._val_texts)
         else:
+            for name, value in (
+                ("num_train_stories", num_train_stories),
+                ("num_val_stories", num_val_stories),
+            ):
+                if int(value) < 0:
+                    raise ConfigError(f"data.{name} must be >= 0, got {value}")
             source = {
                 "num_train_stories": int(num_train_stories),
                 "num_val_stories": int(num_val_stories),
@@ -185,6 +193,15 @@ class SyntheticSpeechDataModule(UnitDataModule):
             raise SlammingError(f"data.normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         if normalization != "utterance":  # caches built before the option keep their key
             self.settings["normalization"] = normalization
+        if int(tts_workers) < 1:
+            raise ConfigError(f"data.tts_workers must be >= 1, got {tts_workers}")
+        if int(tts_seed) < 0:
+            raise ConfigError(f"data.tts_seed must be a non-negative integer, got {tts_seed}")
+        for name, (low, high), floor in (("rate_range", rate_range, 1), ("pitch_range", pitch_range, 0)):
+            if not floor <= low <= high:
+                raise ConfigError(
+                    f"data.{name} must be (low, high) with {floor} <= low <= high, got ({low}, {high})"
+                )
         self.tts_workers = int(tts_workers)
         self.progress = progress
         key = settings_key(self.settings)
@@ -210,16 +227,30 @@ class SyntheticSpeechDataModule(UnitDataModule):
         return self.build_dir / "tokenizer"
 
     def prepare_data(self) -> None:
-        done = self.build_dir / "done.json"
-        if done.exists():
-            info = json.loads(done.read_text())
-            rank_zero_info(
-                f"reusing the cached synthetic corpus {self.build_dir} "
-                f"({info['train_documents']} train / {info['val_documents']} val documents, "
-                f"{info['hours']:.1f} h of speech)"
-            )
+        """Build the corpora, or reuse them when built (by this or another process, even meanwhile).
+
+        The look for ``done.json`` and the build hold :func:`~slamming.locks.build_lock` of
+        :attr:`build_dir`, so of several processes building the same corpora at once (the ranks of
+        several nodes, two runs sharing a cache) one builds and the others wait, then reuse it.
+        """
+        if self._reuse():  # no lock needed for a finished build (and no lock file in a read-only cache)
             return
-        self.build()
+        with build_lock(self.build_dir):
+            if not self._reuse():
+                self.build()
+
+    def _reuse(self) -> bool:
+        """Say so and return True when :attr:`build_dir` holds a finished build."""
+        done = self.build_dir / "done.json"
+        if not done.exists():
+            return False
+        info = json.loads(done.read_text())
+        rank_zero_info(
+            f"reusing the cached synthetic corpus {self.build_dir} "
+            f"({info['train_documents']} train / {info['val_documents']} val documents, "
+            f"{info['hours']:.1f} h of speech)"
+        )
+        return True
 
     def _texts(self) -> tuple[list[str], list[str]]:
         """The train and validation texts to speak: the user's corpus or generated stories."""
@@ -236,7 +267,8 @@ class SyntheticSpeechDataModule(UnitDataModule):
     def build(self) -> None:
         """Synthesise, tokenise and write the corpora into :attr:`build_dir`."""
         started = time.perf_counter()
-        # An existing build_dir has no done.json (prepare_data checked): an unfinished build of ours.
+        # Under the lock an existing build_dir without done.json is an unfinished build of ours (one
+        # with done.json makes atomic_build refuse: call prepare_data to reuse it).
         with atomic_build(self.build_dir, replace_unfinished=True, done_newline=False) as (tmp, summary):
             self._build_into(tmp, summary, started)
         rank_zero_info(

@@ -29,6 +29,7 @@ class EpochPlan:
     ``shuffle``. With weights, corpus ``i`` contributes documents (cycling through its own seeded
     permutation, so it may repeat or be cut) until it holds ``weights[i]`` of the epoch's ids; the
     epoch has as many ids as all corpora together, and the chosen documents are shuffled together.
+    A corpus of weight 0 contributes no document at all.
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class EpochPlan:
         shuffle: bool = True,
     ) -> None:
         sizes = [c.lengths.astype(np.int64) + NUM_SPECIAL for c in corpora]
+        self.num_corpora = len(corpora)
         rng = np.random.default_rng([seed, epoch])
         if weights is None:
             which = np.concatenate([np.full(len(s), i, dtype=np.int32) for i, s in enumerate(sizes)])
@@ -50,6 +52,10 @@ class EpochPlan:
             parts_w, parts_i = [], []
             for i, s in enumerate(sizes):
                 target = norm[i] * total
+                if target <= 0:  # weight 0: none, not the one document the search below would give
+                    parts_w.append(np.zeros(0, dtype=np.int32))
+                    parts_i.append(np.zeros(0, dtype=np.int64))
+                    continue
                 perm = np.random.default_rng([seed, epoch, i]).permutation(len(s))
                 reps = int(np.ceil(target / max(int(s.sum()), 1))) + 1
                 cycle = np.tile(perm, reps)
@@ -78,7 +84,7 @@ class EpochPlan:
     def ids_per_corpus(self, begin: int = 0, end: int | None = None) -> np.ndarray:
         """How many ids of the stream range ``[begin, end)`` come from each corpus."""
         end = self.total_ids if end is None else end
-        n_corpora = int(self.corpus_of.max()) + 1 if len(self.corpus_of) else 0
+        n_corpora = self.num_corpora  # a corpus of weight 0 still gets its (zero) count
         first = int(np.searchsorted(self.starts, begin, side="right")) - 1
         last = int(np.searchsorted(self.starts, end, side="left"))
         lo = np.maximum(self.starts[first:last], begin)

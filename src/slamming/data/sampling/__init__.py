@@ -1,7 +1,8 @@
-"""Resumable data order: a rank-sharded sampler with a cursor, and the DataModule base that keeps it.
+"""Resumable data order: a rank-sharded sampler with a global position, and the DataModule base that keeps it.
 
 - :mod:`.resumable`: :class:`ResumableSampler` (``(epoch, k)`` items for one rank, resuming from a
-  cursor of consumed samples), :class:`ResumableDataModule` (the cursor, its checkpoint state and the
+  global position: epoch and items consumed by all ranks), :class:`ResumableDataModule` (the
+  position, its checkpoint state with the world size, and the
   loaders built on the sampler; :class:`~slamming.data.pretrain.datamodule.UnitDataModule` and
   :class:`~slamming.data.preference.datamodule.PreferenceDataModule` derive from it) and
   :func:`path_list`.

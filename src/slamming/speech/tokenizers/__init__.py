@@ -2,6 +2,7 @@
 
 - :mod:`.base`: the folder format, :func:`dedup`, :func:`check_identity`, :func:`load_tokenizer` and
   the :class:`UnitTokenizer` protocol.
+- :mod:`.identity`: :func:`unknown_identity`, what units whose tokeniser nobody named record.
 - :mod:`.mfcc`: :class:`MFCCTokenizer`, the embedded, download-free tokeniser.
 - :mod:`.hubert`: :class:`HubertTokenizer`, HuBERT layer features quantised by k-means (the paper's).
 - :mod:`.spec`: :class:`HubertTokenizerSpec`, a HuBERT tokeniser named by model, layer and k-means
@@ -14,8 +15,12 @@ _NAMES = {
     "UnitTokenizer": ".base",
     "dedup": ".base",
     "check_identity": ".base",
+    "unknown_identity": ".identity",
+    "is_unknown": ".identity",
+    "UNKNOWN_KIND": ".identity",
     "save_tokenizer_files": ".base",
     "read_config": ".base",
+    "recorded_identity": ".base",
     "load_tokenizer": ".base",
     "NORMALIZATIONS": ".mfcc",
     "MFCCTokenizer": ".mfcc",

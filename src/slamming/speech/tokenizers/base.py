@@ -5,7 +5,10 @@ A saved tokeniser is a folder with ``tokenizer.json`` (format version, kind, set
 
 Every unit stream carries the tokeniser's identity. Corpora and checkpoints store it, and
 :func:`check_identity` refuses to mix units from different tokenisers, because unit 42 of one
-k-means means nothing to a model trained on another. :class:`UnitTokenizer` is what the data
+k-means means nothing to a model trained on another. Units whose tokeniser nobody named (the
+authors' files imported without ``--tokenizer``) carry
+:func:`~slamming.speech.tokenizers.identity.unknown_identity`, which
+:func:`check_identity` never mixes with a known one. :class:`UnitTokenizer` is what the data
 modules, stages and callbacks use of a tokeniser.
 """
 
@@ -22,6 +25,7 @@ import torch
 
 from slamming.errors import SlammingError, TokenizerMismatchError
 from slamming.speech.kmeans import KMeans
+from slamming.speech.tokenizers.identity import is_unknown
 
 if TYPE_CHECKING:
     from slamming.speech.tokenizers.hubert import HubertTokenizer
@@ -113,14 +117,27 @@ def save_tokenizer_files(
 def check_identity(expected: Mapping[str, Any], actual: Mapping[str, Any], what: str) -> None:
     """Raise if two tokeniser identities differ.
 
+    An unknown identity (:func:`~slamming.speech.tokenizers.identity.unknown_identity`) against a
+    known one is refused with its own message: the units may or may not match, and nothing can tell.
+
     Args:
         expected: the identity the consumer was built for (a model's or a corpus's).
         actual: the identity of the units offered to it.
         what: what is being checked, for the message (e.g. ``"corpus data/units vs model"``).
 
     Raises:
-        TokenizerMismatchError: one line naming every differing key with both values.
+        TokenizerMismatchError: one line naming every differing key with both values, or saying
+            which side's tokeniser is unknown.
     """
+    if is_unknown(expected) != is_unknown(actual):
+        side, known = ("expected", actual) if is_unknown(expected) else ("got", expected)
+        raise TokenizerMismatchError(
+            f"{what}: tokeniser unknown on one side ({side} units of an unknown tokeniser, e.g. a corpus "
+            f"imported without --tokenizer; the other side's is kind {known.get('kind')!r}, "
+            f"k={known.get('k')!r}), so the units cannot be shown to match and are not mixed; import the "
+            "corpus again with `slamming corpus import-... --tokenizer FOLDER` naming the tokeniser "
+            "that made its units, or use data and model that both record it"
+        )
     missing = object()
 
     def show(value: Any) -> str:
@@ -154,6 +171,22 @@ def read_config(directory: Path) -> dict[str, Any]:
             f"{config} is not a valid tokenizer.json ({err}); save the tokeniser again"
         ) from err
     return payload
+
+
+def recorded_identity(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The identity a saved tokeniser folder records in its ``tokenizer.json``.
+
+    Raises:
+        SlammingError: no tokeniser there, or its ``tokenizer.json`` records no identity.
+    """
+    directory = Path(directory)
+    identity = read_config(directory).get("identity")
+    if not isinstance(identity, dict) or not identity:
+        raise SlammingError(
+            f"{directory / CONFIG_FILE} records no tokeniser identity; save the tokeniser again with "
+            "this slamming (`slamming tokenizer fit` or `from-kmeans`)"
+        )
+    return identity
 
 
 def load_tokenizer(

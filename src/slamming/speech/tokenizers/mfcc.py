@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from slamming.errors import SlammingError
+from slamming.errors import ConfigError, SlammingError
 from slamming.speech.features import BASE_FRAME_RATE, MFCCFeatures, frame_distances, segment_features
 from slamming.speech.kmeans import KMeans
 from slamming.speech.tokenizers.base import (
@@ -70,6 +70,10 @@ class MFCCTokenizer:
         kmeans: fitted centroids to use (``(k, D)``).
         kmeans_path: or a ``kmeans.safetensors`` file to load them from.
         device: where k-means assignment runs; not part of the identity.
+
+    Raises:
+        ConfigError: a setting out of range (``k``, ``percentile``, ``min_gap``, ``normalization``)
+            or corpus statistics that do not fit the settings.
     """
 
     kind = "mfcc"
@@ -93,7 +97,11 @@ class MFCCTokenizer:
         device: torch.device | str = "cpu",
     ) -> None:
         if not 1 <= k <= np.iinfo(np.uint16).max + 1:
-            raise ValueError(f"k must be in [1, 65536] so units fit uint16, got {k}")
+            raise ConfigError(f"k must be in [1, 65536] so units fit uint16, got {k}")
+        if not 0.0 <= percentile < 100.0:
+            raise ConfigError(f"percentile must be in [0, 100), got {percentile}")
+        if min_gap < 1:
+            raise ConfigError(f"min_gap must be >= 1, got {min_gap}")
         self.k = int(k)
         self.frame_rate = int(frame_rate)
         self.segment = bool(segment)
@@ -104,7 +112,7 @@ class MFCCTokenizer:
         self.dedup = bool(dedup)
         self.device = torch.device(device)
         if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+            raise ConfigError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         self.normalization = normalization
         self.features = MFCCFeatures(
             n_mfcc=self.n_mfcc,
@@ -117,11 +125,11 @@ class MFCCTokenizer:
         self.threshold: float | None = None
         given = [v is not None for v in (feature_mean, feature_std)]
         if normalization == "utterance" and (any(given) or threshold is not None):
-            raise ValueError("feature_mean/feature_std/threshold belong to normalization='corpus'")
+            raise ConfigError("feature_mean/feature_std/threshold belong to normalization='corpus'")
         if any(given):
             self._set_statistics(feature_mean, feature_std, threshold)
         if kmeans is not None and kmeans_path is not None:
-            raise ValueError("give either kmeans or kmeans_path, not both")
+            raise ConfigError("give either kmeans or kmeans_path, not both")
         if kmeans_path is not None:
             kmeans = KMeans.load(kmeans_path)
         self.kmeans: KMeans | None = None
@@ -135,18 +143,18 @@ class MFCCTokenizer:
     ) -> None:
         """Adopt corpus statistics after checking their shape (and that a segmenter has a threshold)."""
         if mean is None or std is None:
-            raise ValueError("give both feature_mean and feature_std, or neither")
+            raise ConfigError("give both feature_mean and feature_std, or neither")
         mean_t = torch.as_tensor(mean, dtype=torch.float32)
         std_t = torch.as_tensor(std, dtype=torch.float32)
         if mean_t.shape != (self.features.dim,) or std_t.shape != (self.features.dim,):
-            raise ValueError(
+            raise ConfigError(
                 f"feature_mean and feature_std need {self.features.dim} values each (n_mfcc x deltas), "
                 f"got {tuple(mean_t.shape)} and {tuple(std_t.shape)}"
             )
         if not bool((std_t > 0).all()):
-            raise ValueError("feature_std must be positive in every dimension")
+            raise ConfigError("feature_std must be positive in every dimension")
         if self.segment and threshold is None:
-            raise ValueError("a segmenting tokeniser with corpus statistics needs their threshold")
+            raise ConfigError("a segmenting tokeniser with corpus statistics needs their threshold")
         self.feature_mean, self.feature_std = mean_t, std_t
         self.threshold = None if threshold is None else float(threshold)
 
