@@ -116,3 +116,21 @@ def test_build_lock_makes_a_second_process_wait_and_times_out_with_one_line(tmp_
         release.set()
         holder.join(30)
     assert holder.exitcode == 0
+
+
+def test_build_once_builds_a_missing_cache_once_and_then_reuses_it(tmp_path: Path) -> None:
+    from slamming.locks import build_once, lock_path
+
+    target, built = tmp_path / "cache.txt", []
+
+    def find() -> str | None:
+        return target.read_text() if target.exists() else None
+
+    def build() -> str:
+        built.append(lock_path(target).exists())  # the build runs under the lock
+        target.write_text("built")
+        return "made"
+
+    assert build_once(target, find, build) == "made" and built == [True]
+    assert build_once(target, find, build) == "built" and built == [True]  # found: not built again
+    assert not lock_path(target).exists()

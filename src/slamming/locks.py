@@ -3,6 +3,8 @@
 :func:`build_lock` wraps the ``filelock`` package's OS lock (``fcntl.flock``): a second process building
 the same cache waits, then finds it built and reuses it; inside the lock a leftover temporary can
 only be a dead process's. Its hidden lock file ``.NAME.lock`` is removed by the last release.
+:func:`build_once` is the pattern every builder follows: reuse a finished cache, else build it
+under the lock, looking once more after the wait.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import functools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import filelock
 
@@ -19,6 +22,8 @@ from slamming.errors import SlammingError
 
 #: Seconds between the "waiting for another process" lines while a build lock is held elsewhere.
 LOCK_REPORT_SECONDS = 30.0
+
+T = TypeVar("T")
 
 
 def lock_path(target: str | os.PathLike[str]) -> Path:
@@ -108,3 +113,23 @@ def build_lock(target: str | os.PathLike[str], *, timeout: float | None = None) 
         if lock.lock_counter == 1:  # the last release: nobody else may use the file while we hold it
             path.unlink(missing_ok=True)
         lock.release()
+
+
+def build_once(target: str | os.PathLike[str], find: Callable[[], T | None], build: Callable[[], T]) -> T:
+    """The finished cache at ``target`` (``find``), or ``build()`` under its :func:`build_lock`.
+
+    ``find`` runs first without the lock (a finished cache needs none, nor a lock file in a
+    read-only folder), then again under the lock: a process that waited for another's build
+    reuses it instead of building it a second time.
+
+    Args:
+        target: the cache folder or file.
+        find: returns the finished cache, or None when there is none.
+        build: builds the cache (called at most once, under the lock) and returns it.
+    """
+    found = find()
+    if found is not None:
+        return found
+    with build_lock(target):
+        found = find()
+        return found if found is not None else build()

@@ -14,8 +14,13 @@ from tests.conftest import fit_config
 TEMPORARY_MARKS = (".tmp-", ".old-", ".partial")
 
 
-def refused(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+def refused(capsys: pytest.CaptureFixture, argv: list[str], alone: bool = False) -> str:
     """Run ``slamming argv``; assert exit status 2, one ``slamming: error:`` line and no traceback.
+
+    Args:
+        capsys: pytest's capture of the command's output.
+        argv: The command line.
+        alone: Also assert the error line is all the command printed (a tool; ``fit`` logs first).
 
     Returns:
         The error line.
@@ -23,11 +28,14 @@ def refused(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
     capsys.readouterr()  # what earlier steps printed is not this command's
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert exit_info.value.code == 2, err
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.startswith("slamming: error:")]
-    assert len(lines) == 1, err
+    assert len(lines) == 1 and lines[0] == err.splitlines()[-1], err
+    if alone:
+        assert err.splitlines() == lines and captured.out == "", captured
     return lines[0]
 
 

@@ -25,6 +25,7 @@ from slamming.models.unit_lm import UnitLMBuilder, export_hf
 from slamming.speech.kmeans import KMeans
 from slamming.speech.tokenizers import MFCCTokenizer, check_identity, recorded_identity, unknown_identity
 from slamming.tasks.evaluate import PairEvaluation
+from tests.cli.user_mistake_helpers import refused
 from tests.conftest import TEST_IDENTITY, TINY_BACKBONE, fit_config, markov_documents, write_corpus
 
 K = TEST_IDENTITY["k"]
@@ -47,21 +48,6 @@ def _source(tmp_path: Path, kind: str, docs: list[list[int]]) -> Path:
     return src
 
 
-def _exit_2(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    """Run ``slamming ARGV``, which must exit 2 with one error line on stderr; return that line."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2
-    captured = capsys.readouterr()
-    lines = captured.err.splitlines()
-    if argv[0] != "fit":
-        assert len(lines) == 1 and captured.out == "", captured
-    errors = [line for line in lines if line.startswith("slamming: error: ")]
-    assert len(errors) == 1 and errors[0] == lines[-1] and "Traceback" not in captured.err, captured.err
-    return errors[0]
-
-
 def _tokenizer_folder(path: Path, k: int = K, seed: int = 0) -> Path:
     """A saved MFCC tokeniser with ``k`` random centroids (its identity hashes them)."""
     dim = MFCCTokenizer(k=k, normalization="utterance").features.dim
@@ -78,7 +64,7 @@ def test_a_too_small_num_units_refuses_the_import_in_one_line(
     src = _source(tmp_path, kind, [*GOOD, [1, 12, 3]])  # unit 12 needs K >= 13
     dst = tmp_path / "c"
     before = _tree(tmp_path)
-    line = _exit_2(capsys, ["corpus", f"import-{kind}", str(src), str(dst), "--num-units", "10"])
+    line = refused(capsys, ["corpus", f"import-{kind}", str(src), str(dst), "--num-units", "10"], alone=True)
     assert line == (
         f"slamming: error: {src}: 1 of 4 lines are not valid {kind}.jsonl lines "
         f"({OUT_OF_RANGE}: 1, first at {src}:4) (unit ids out of range: is --num-units the K of the "
@@ -160,19 +146,19 @@ def test_a_named_tokeniser_that_does_not_fit_is_one_line(
     src = _source(tmp_path, "tokens", GOOD)
     folder = _tokenizer_folder(tmp_path / "tok", k=12)
     before = _tree(tmp_path)
-    line = _exit_2(capsys, ["corpus", "import-tokens", str(src), str(tmp_path / "c"), "--num-units", str(K),
-                            "--tokenizer", str(folder)])  # fmt: skip
+    line = refused(capsys, ["corpus", "import-tokens", str(src), str(tmp_path / "c"), "--num-units", str(K),
+                            "--tokenizer", str(folder)], alone=True)  # fmt: skip
     assert line == (
         f"slamming: error: --tokenizer {folder} has k=12 but --num-units is {K}; name the tokeniser that "
         f"made the units of {src}, or give its K"
     )
-    line = _exit_2(capsys, ["corpus", "import-tokens", str(src), str(tmp_path / "c"), "--num-units", str(K),
-                            "--tokenizer", "[1, 2]"])  # fmt: skip
+    line = refused(capsys, ["corpus", "import-tokens", str(src), str(tmp_path / "c"), "--num-units", str(K),
+                            "--tokenizer", "[1, 2]"], alone=True)  # fmt: skip
     assert "--tokenizer '[1, 2]' is JSON list, not an identity object" in line
     empty = tmp_path / "empty"
     empty.mkdir()
-    line = _exit_2(capsys, ["corpus", "import-tokens", str(src), str(tmp_path / "c"), "--num-units", str(K),
-                            "--tokenizer", str(empty)])  # fmt: skip
+    line = refused(capsys, ["corpus", "import-tokens", str(src), str(tmp_path / "c"), "--num-units", str(K),
+                            "--tokenizer", str(empty)], alone=True)  # fmt: skip
     assert f"no tokeniser at {empty}" in line
     empty.rmdir()
     assert _tree(tmp_path) == before
@@ -209,7 +195,7 @@ def test_training_refuses_to_mix_an_unknown_corpus_with_a_known_one(
     known = write_corpus(tmp_path / "known", markov_documents(40, seed=0))
     unknown = _unknown_corpus(tmp_path / "unknown", 1, capsys)
     config = fit_config(tmp_path, {"train": known, "val": unknown})
-    line = _exit_2(capsys, ["fit", "--config", str(config)])
+    line = refused(capsys, ["fit", "--config", str(config)])
     assert line.startswith(f"slamming: error: corpus {unknown} (vs {known}): tokeniser unknown on one side")
     assert not list(tmp_path.rglob("*.ckpt"))
     # Unknown with unknown (the same K) is one tokeniser as far as anything can tell.

@@ -20,6 +20,7 @@ from slamming.cli import main
 from slamming.data.corpus.format import UnitCorpus
 from slamming.data.corpus.meta import CHECKSUMMED, META_CHECKSUM, meta_checksum
 from slamming.errors import CorpusError
+from tests.cli.user_mistake_helpers import refused
 from tests.conftest import TEST_IDENTITY, fit_config, markov_documents, write_corpus
 
 K = TEST_IDENTITY["k"]
@@ -47,24 +48,6 @@ def _edit(corpus: Path, change: Callable[[dict[str, Any]], None], checksum: str 
         meta.pop(META_CHECKSUM)
         meta.pop("max_unit_id", None)
     path.write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def _exit_2(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    """Run ``slamming ARGV``, which must exit 2 with one error line on stderr; return that line.
-
-    A tool prints nothing else; ``fit`` may log INFO lines (seed, model size) before the error.
-    """
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2
-    captured = capsys.readouterr()
-    lines = captured.err.splitlines()
-    if argv[0] != "fit":
-        assert len(lines) == 1, captured.err
-    errors = [line for line in lines if line.startswith("slamming: error: ")]
-    assert len(errors) == 1 and errors[0] == lines[-1] and "Traceback" not in captured.err, captured.err
-    return errors[0]
 
 
 def test_the_writer_records_the_largest_unit_id_and_a_checksum_of_what_readers_trust(tmp_path: Path) -> None:
@@ -148,7 +131,7 @@ def test_a_corrupt_or_hostile_meta_json_is_one_line_and_exit_2(
     (tmp_path / "outside.bin").write_bytes(np.zeros(10, dtype="<u2").tobytes())
     _edit(target, change, checksum)
     before = _tree(tmp_path)
-    line = _exit_2(capsys, ["corpus", action, str(target)])
+    line = refused(capsys, ["corpus", action, str(target)], alone=True)
     assert f"corpus {target}: meta.json" in line and words in line, line
     if "name" in case or "'..'" in case:
         assert "absolute paths, '..' and subfolders are refused" in line
@@ -182,7 +165,7 @@ def test_verify_checks_the_unit_ids_of_a_legacy_corpus_against_num_units(
     assert UnitCorpus(target).num_units == 8
     before = _tree(tmp_path)
     # ... but verify reads unit 9 in the tokens.
-    line = _exit_2(capsys, ["corpus", "verify", str(target)])
+    line = refused(capsys, ["corpus", "verify", str(target)], alone=True)
     assert f"corpus {target}: file tokens-00000.bin holds unit id 9, outside [0, 8) of num_units" in line
     assert _tree(tmp_path) == before
 
@@ -193,7 +176,7 @@ def test_verify_compares_the_tokens_with_the_recorded_largest_id(
     target = write_corpus(tmp_path / "c", DOCS)
     _edit(target, lambda meta: meta.update(max_unit_id=7))
     assert UnitCorpus(target).max_unit_id == 7
-    line = _exit_2(capsys, ["corpus", "verify", str(target)])
+    line = refused(capsys, ["corpus", "verify", str(target)], alone=True)
     assert "the token files' largest unit id is 9, but meta.json records 7" in line
 
 
@@ -207,7 +190,7 @@ def test_fit_on_a_corpus_with_too_few_units_stops_before_training_in_one_line(
     for corpus in (train, val):
         _edit(corpus, _set_num_units(10), checksum=checksum)
     config = fit_config(tmp_path, {"train": train, "val": val})
-    line = _exit_2(capsys, ["fit", "--config", str(config)])
+    line = refused(capsys, ["fit", "--config", str(config)])
     if checksum == "recompute":  # refused on open, when the data module is made
         assert f"corpus {train}: meta.json records max unit id 19 but num_units=10" in line
     else:  # a legacy corpus: refused by the checksum pass before the first step

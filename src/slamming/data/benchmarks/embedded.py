@@ -49,7 +49,7 @@ from slamming.data.benchmarks.embedded_pairs import (
 )
 from slamming.errors import SlammingError
 from slamming.hashing import settings_key
-from slamming.locks import build_lock
+from slamming.locks import build_once
 from slamming.speech.audio import write_wav
 from slamming.speech.speak import speak_groups
 from slamming.speech.tts import DEFAULT_VOICES, EspeakEngine, plan_jobs
@@ -147,15 +147,12 @@ def build_embedded_benchmarks(
         "espeak": _espeak_version(),
     }
     key = settings_key(settings)
-    reused = _reusable(out_dir, key)  # a finished build needs no lock (nor a lock file in a read-only cache)
-    if reused is not None:
-        return reused
-    with build_lock(out_dir):  # a process building the same folder meanwhile: wait, then reuse its build
-        reused = _reusable(out_dir, key)
-        if reused is not None:
-            return reused
+
+    def build() -> dict[str, Any]:
         engine = EspeakEngine(voices, rate_range=rate_range, pitch_range=pitch_range, sample_rate=SAMPLE_RATE)
         return _build(out_dir, key, settings, engine, voice_dirs, tts_workers, progress)
+
+    return build_once(out_dir, lambda: _reusable(out_dir, key), build)
 
 
 def _build(

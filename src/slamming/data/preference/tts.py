@@ -34,7 +34,7 @@ from slamming.data.preference.corpus import PreferenceCorpusWriter
 from slamming.data.preference.text import TextTriple, triples_hash
 from slamming.errors import SlammingError
 from slamming.hashing import settings_key
-from slamming.locks import build_lock
+from slamming.locks import build_once
 from slamming.speech.speak import speak_groups
 from slamming.speech.tokenizers import HubertTokenizer, MFCCTokenizer, load_tokenizer
 from slamming.speech.tts import TTSEngine, plan_jobs
@@ -128,14 +128,11 @@ def build_spoken_preferences(
             "info": dict(info or {}),
         }
     )
-    finished = _finished(out_dir, inputs)  # a finished build needs no lock (nor a lock file there)
-    if finished is not None:
-        return finished
-    with build_lock(out_dir):  # a process building the same folder meanwhile: wait, then reuse its build
-        finished = _finished(out_dir, inputs)
-        if finished is not None:
-            return finished
-        return _build(out_dir, train, val, tokenizer, engine, tts_seed, tts_workers, progress, info, inputs)
+    return build_once(
+        out_dir,
+        lambda: _finished(out_dir, inputs),
+        lambda: _build(out_dir, train, val, tokenizer, engine, tts_seed, tts_workers, progress, info, inputs),
+    )
 
 
 def _finished(out_dir: Path, inputs: str) -> dict[str, Any] | None:
