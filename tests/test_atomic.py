@@ -134,3 +134,19 @@ def test_build_once_builds_a_missing_cache_once_and_then_reuses_it(tmp_path: Pat
     assert build_once(target, find, build) == "made" and built == [True]
     assert build_once(target, find, build) == "built" and built == [True]  # found: not built again
     assert not lock_path(target).exists()
+
+
+def test_read_done_returns_the_summary_none_or_one_line(tmp_path: Path) -> None:
+    from slamming.atomic import read_done
+
+    assert read_done(tmp_path / "absent") is None
+    with atomic_build(tmp_path / "built") as (_partial, done):
+        done["key"] = "abc"
+    assert read_done(tmp_path / "built") == {"key": "abc"}
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "done.json").write_text("[1, 2]")
+    with pytest.raises(SlammingError, match=r"done.json is not a JSON object; remove .*bad to rebuild"):
+        read_done(tmp_path / "bad")
+    (tmp_path / "bad" / "done.json").write_text("{")
+    with pytest.raises(SlammingError, match=r"done.json is not valid JSON .*; remove .*bad to rebuild"):
+        read_done(tmp_path / "bad")

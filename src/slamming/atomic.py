@@ -275,6 +275,24 @@ def _put_in_place(tmp: Path, out: Path) -> None:
     _remove(old)
 
 
+def read_done(out_dir: Path) -> dict[str, Any] | None:
+    """The ``done.json`` summary of a folder :func:`atomic_build` finished, or None when it has none.
+
+    Raises:
+        SlammingError: ``done.json`` is not a JSON object (one line: remove the folder to rebuild).
+    """
+    done = out_dir / "done.json"
+    if not done.is_file():
+        return None
+    try:
+        summary = json.loads(done.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SlammingError(f"{done} is not valid JSON ({err}); remove {out_dir} to rebuild") from err
+    if not isinstance(summary, dict):
+        raise SlammingError(f"{done} is not a JSON object; remove {out_dir} to rebuild")
+    return summary
+
+
 def check_replaceable(
     path: str | os.PathLike[str],
     overwrite: bool,

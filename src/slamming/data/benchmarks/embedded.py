@@ -37,7 +37,7 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from slamming.atomic import atomic_build
+from slamming.atomic import atomic_build, read_done
 from slamming.data.benchmarks.embedded_pairs import (
     BENCHMARKS,
     TextPair,
@@ -192,12 +192,8 @@ def _build(
 
 def _reusable(out_dir: Path, key: str) -> dict[str, Any] | None:
     """The finished build of these settings in ``out_dir``, None when there is none, or an error."""
-    done = out_dir / "done.json"
-    if done.is_file():
-        try:
-            summary = json.loads(done.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise SlammingError(f"{done} is not valid JSON ({err}); remove {out_dir} to rebuild") from err
+    summary = read_done(out_dir)
+    if summary is not None:
         if summary.get("key") == key:
             rank_zero_info(
                 f"reusing the embedded benchmarks in {out_dir} ({summary.get('hours', 0.0):.2f} h of speech)"

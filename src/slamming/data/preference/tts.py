@@ -22,14 +22,13 @@ inputs (its ``inputs`` key).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from slamming.atomic import atomic_build
+from slamming.atomic import atomic_build, read_done
 from slamming.data.preference.corpus import PreferenceCorpusWriter
 from slamming.data.preference.text import TextTriple, triples_hash
 from slamming.errors import SlammingError
@@ -141,13 +140,9 @@ def _finished(out_dir: Path, inputs: str) -> dict[str, Any] | None:
     Raises:
         SlammingError: ``out_dir`` holds a build of other inputs, or is not a finished build.
     """
-    done = out_dir / "done.json"
-    if done.is_file():
-        try:
-            summary = json.loads(done.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise SlammingError(f"{done} is not valid JSON ({err}); remove {out_dir} to rebuild") from err
-        if isinstance(summary, dict) and summary.get("inputs") == inputs:
+    summary = read_done(out_dir)
+    if summary is not None:
+        if summary.get("inputs") == inputs:
             rank_zero_info(f"reusing the spoken preference build {out_dir} (same triples and settings)")
             return summary
         raise SlammingError(
