@@ -26,7 +26,6 @@ from slamming.errors import SlammingError
 from slamming.locks import build_lock
 from slamming.tasks.reference import (
     FORMAT,
-    ReferenceKey,
     ReferenceLogps,
     compute_reference_logps,
     load_or_build_reference,
@@ -34,10 +33,8 @@ from slamming.tasks.reference import (
     save_reference,
 )
 from tests.tasks.test_preference import preference_side
+from tests.tasks.test_reference import CHOSEN, KEY, REJECTED
 
-KEY = ReferenceKey(model="a1b2c3d4e5f60718", data="d" * 64, precision="32-true")
-CHOSEN = [-1.5, -2.25, -40.0, -0.125]
-REJECTED = [-3.0, -0.5, -41.75, -7.0]
 TRIPLES = [([2, 3], [4, 5, 6], [7]), ([8], [9, 10], [11, 2, 3]), ([4, 4, 4], [5], [6, 7])]
 REPO = Path(__file__).resolve().parents[2]
 
