@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -30,6 +30,7 @@ from slamming.speech.tokenizers.identity import is_unknown
 if TYPE_CHECKING:
     from slamming.speech.tokenizers.hubert import HubertTokenizer
     from slamming.speech.tokenizers.mfcc import MFCCTokenizer
+    from slamming.speech.tokenizers.phone import PhoneTokenizer
 
 CONFIG_FILE = "tokenizer.json"
 KMEANS_FILE = "kmeans.safetensors"
@@ -89,17 +90,18 @@ def dedup(
     return array[starts], np.add.reduceat(counts, starts)
 
 
-def save_tokenizer_files(
+def write_config(
     directory: str | os.PathLike[str],
     kind: str,
     settings: dict[str, Any],
     identity: dict[str, Any],
-    kmeans: KMeans,
     overwrite: bool = False,
+    before: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write a tokeniser folder: ``tokenizer.json`` (format, kind, settings, identity) + centroids.
+    """Write a tokeniser folder's ``tokenizer.json`` (format, kind, settings, identity).
 
-    Shared by every tokeniser kind so that one loader (``load_tokenizer``) reads them all.
+    ``before(directory)`` writes the kind's weights first (centroids, a recogniser), so a folder with
+    a ``tokenizer.json`` always has them. One loader (:func:`load_tokenizer`) reads every kind.
 
     Raises:
         SlammingError: the directory already holds a tokeniser and ``overwrite`` is False.
@@ -108,10 +110,35 @@ def save_tokenizer_files(
     config = directory / CONFIG_FILE
     if config.exists() and not overwrite:
         raise SlammingError(f"{config} already exists; pass overwrite=True or choose another directory")
-    kmeans.save(directory / KMEANS_FILE, metadata={"kind": kind})
+    directory.mkdir(parents=True, exist_ok=True)
+    if before is not None:
+        before(directory)
     payload = {"format_version": FORMAT_VERSION, "kind": kind, "settings": settings, "identity": identity}
     config.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return directory
+
+
+def save_tokenizer_files(
+    directory: str | os.PathLike[str],
+    kind: str,
+    settings: dict[str, Any],
+    identity: dict[str, Any],
+    kmeans: KMeans,
+    overwrite: bool = False,
+) -> Path:
+    """Write a k-means tokeniser's folder: ``tokenizer.json`` + ``kmeans.safetensors`` (the centroids).
+
+    Raises:
+        SlammingError: the directory already holds a tokeniser and ``overwrite`` is False.
+    """
+    return write_config(
+        directory,
+        kind,
+        settings,
+        identity,
+        overwrite,
+        before=lambda folder: kmeans.save(folder / KMEANS_FILE, metadata={"kind": kind}),
+    )
 
 
 def check_identity(expected: Mapping[str, Any], actual: Mapping[str, Any], what: str) -> None:
@@ -191,14 +218,16 @@ def recorded_identity(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
 def load_tokenizer(
     directory: str | os.PathLike[str], device: torch.device | str = "cpu"
-) -> MFCCTokenizer | HubertTokenizer:
-    """Load a saved tokeniser of any kind (``"mfcc"`` or ``"hubert"``), by its ``tokenizer.json``.
+) -> MFCCTokenizer | HubertTokenizer | PhoneTokenizer:
+    """Load a saved tokeniser of any kind (``"mfcc"``, ``"hubert"`` or ``"phone"``), by its
+    ``tokenizer.json``.
 
     Raises:
         SlammingError: no tokeniser there, or an unknown kind.
     """
     from slamming.speech.tokenizers.hubert import HubertTokenizer
     from slamming.speech.tokenizers.mfcc import MFCCTokenizer
+    from slamming.speech.tokenizers.phone import PhoneTokenizer
 
     directory = Path(directory)
     kind = read_config(directory)["kind"]
@@ -206,6 +235,8 @@ def load_tokenizer(
         return MFCCTokenizer.load(directory, device=device)
     if kind == HubertTokenizer.kind:
         return HubertTokenizer.load(directory, device=device)
+    if kind == PhoneTokenizer.kind:
+        return PhoneTokenizer.load(directory, device=device)
     raise SlammingError(
-        f"{directory / CONFIG_FILE} has tokeniser kind {kind!r}; this version knows 'mfcc' and 'hubert'"
+        f"{directory / CONFIG_FILE} has tokeniser kind {kind!r}; this version knows 'mfcc', 'hubert' and 'phone'"
     )

@@ -1,0 +1,283 @@
+"""The phone tokeniser: units from a small CTC phone recogniser, the same whoever speaks.
+
+MFCC units (:mod:`.mfcc`) change with the voice: the same sentence in two espeak-ng voices shares
+almost none of its unit bigrams (docs/perf-log.md), so four voices split a tiny corpus into four
+near-separate languages. :class:`PhoneTokenizer` instead runs a 0.6M-parameter recogniser trained
+with CTC on synthetic speech and espeak-ng's phoneme strings of its text
+(:func:`~slamming.speech.tokenizers.phone_train.train_phone_tokenizer`; no timings needed) and takes
+its greedy labels: blanks dropped, repeats merged. A unit is a phoneme symbol, so the same words get
+the same units in any voice, including voices the recogniser never heard. Tokenising needs no text.
+
+The recogniser: 39-d MFCC (13 + deltas + delta-deltas, 100 Hz, standardised by the training
+statistics) → Conv1d (stride 2, to 50 Hz) → Conv1d, each with LayerNorm and ReLU → 2-layer
+bidirectional GRU → linear over the
+phonemes and the CTC blank (index 0). Unit ``u`` is phoneme ``phonemes[u]``. Durations count 50 Hz
+frames: a unit lasts from its first frame to the next unit's first frame (leading blanks go to the
+first unit), so they sum to the utterance's frames.
+
+A saved tokeniser is a folder with ``tokenizer.json`` (kind ``"phone"``, settings, identity) and
+``recognizer.safetensors`` (the weights); :func:`~slamming.speech.tokenizers.base.load_tokenizer`
+opens it like the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from slamming.errors import ConfigError, SlammingError
+from slamming.speech.features import BASE_FRAME_RATE, MFCCFeatures
+from slamming.speech.tokenizers.base import CONFIG_FILE, check_identity, read_config, write_config
+
+__all__ = ["PhoneRecognizer", "PhoneTokenizer", "WEIGHTS_FILE", "ctc_units"]
+
+WEIGHTS_FILE = "recognizer.safetensors"
+#: Rate of the recogniser's output frames (the first convolution halves the 100 Hz MFCC rate).
+OUTPUT_FRAME_RATE = BASE_FRAME_RATE // 2
+#: Utterances tokenised in one forward pass by :meth:`PhoneTokenizer.encode_batch`.
+ENCODE_BATCH = 32
+
+
+class PhoneRecognizer(nn.Module):
+    """MFCC frames → per-frame logits over ``num_phonemes`` + 1 (blank first), at 50 Hz.
+
+    Padding never changes a result: features past an utterance's length are zero (as a convolution's
+    own padding), the first convolution's outputs past its length are zeroed, and the GRU runs on
+    packed sequences. So an utterance gives the same logits alone or in a batch (up to float rounding).
+    """
+
+    def __init__(
+        self, num_phonemes: int, n_in: int = 39, channels: int = 128, hidden: int = 128, layers: int = 2
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(n_in, channels, kernel_size=5, stride=2, padding=2)
+        self.conv2 = nn.Conv1d(channels, channels, kernel_size=5, padding=2)
+        self.norm1 = nn.LayerNorm(channels)
+        self.norm2 = nn.LayerNorm(channels)
+        self.gru = nn.GRU(channels, hidden, num_layers=layers, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, num_phonemes + 1)
+
+    @staticmethod
+    def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
+        """Output frames of inputs of ``lengths`` 100 Hz frames: ``ceil(T / 2)``."""
+        return (lengths + 1) // 2
+
+    def forward(
+        self, feats: torch.Tensor, lengths: torch.Tensor, pack: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``feats`` ``(B, T, n_in)`` zero-padded, ``lengths`` ``(B,)`` → logits ``(B, T', P + 1)`` and
+        output lengths ``(B,)``.
+
+        ``pack=False`` runs the GRU over the padding too (the backward direction then starts in it):
+        training does, because on a CPU the backward pass of a packed GRU over long utterances is
+        ~30x slower (76 s against 2.7 s for 32 x 20 s, measured), and length-sorted batches are
+        hardly padded. Tokenising packs, so a result never depends on its batch.
+        """
+        out_lengths = self.output_lengths(lengths)
+        steps = int(out_lengths.max())
+        x = self.conv1(feats.transpose(1, 2))[:, :, :steps].transpose(1, 2)
+        valid = torch.arange(steps, device=x.device)[None, :] < out_lengths[:, None].to(x.device)
+        x = torch.relu(self.norm1(x)) * valid[:, :, None]
+        x = torch.relu(self.norm2(self.conv2(x.transpose(1, 2)).transpose(1, 2)))
+        if not pack:
+            return self.out(self.gru(x)[0]), out_lengths
+        packed = pack_padded_sequence(x, out_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        hidden, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=steps)
+        return self.out(hidden), out_lengths
+
+
+def ctc_units(best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy CTC labels of one utterance → (units, durations in output frames).
+
+    ``best`` holds each frame's best label (0 = blank, phoneme ``u`` = ``u + 1``). A unit starts
+    where a non-blank label differs from the previous frame's label; it lasts until the next unit
+    starts, and leading blank frames belong to the first unit. No label at all gives empty arrays.
+
+    Example:
+        ``ctc_units([0, 3, 3, 0, 3, 5, 0])`` gives units ``[2, 2, 4]`` and durations ``[4, 1, 2]``.
+    """
+    best = np.asarray(best, dtype=np.int64)
+    previous = np.concatenate([[0], best[:-1]])
+    starts = np.flatnonzero((best != 0) & (best != previous))
+    if len(starts) == 0:
+        return np.zeros(0, dtype=np.uint16), np.zeros(0, dtype=np.int32)
+    edges = np.concatenate([[0], starts[1:], [len(best)]])
+    return (best[starts] - 1).astype(np.uint16), np.diff(edges).astype(np.int32)
+
+
+class PhoneTokenizer:
+    """Speech → phoneme units by a CTC phone recogniser (see the module doc).
+
+    Args:
+        phonemes: the recogniser's phoneme symbols; unit ``u`` is ``phonemes[u]``.
+        k: the number of units (the model's vocabulary is ``k + 2``); at least ``len(phonemes)``,
+            which it is when None. A larger ``k`` leaves ids unused: it lets a config fix the
+            vocabulary before the recogniser, and so its phoneme list, exists.
+        feature_mean: ``(39,)`` mean of the training MFCC frames.
+        feature_std: ``(39,)`` their standard deviation.
+        channels: convolution channels.
+        hidden: GRU units per direction.
+        layers: GRU layers.
+        state_dict: the recogniser's weights (a fresh, untrained one when None).
+        device: where the recogniser runs; not part of the identity.
+
+    Raises:
+        ConfigError: no phonemes, or statistics of the wrong shape.
+    """
+
+    kind = "phone"
+
+    def __init__(
+        self,
+        phonemes: Sequence[str],
+        feature_mean: Sequence[float],
+        feature_std: Sequence[float],
+        k: int | None = None,
+        channels: int = 128,
+        hidden: int = 128,
+        layers: int = 2,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if not phonemes or len(set(phonemes)) != len(phonemes):
+            raise ConfigError("a phone tokeniser needs a non-empty list of distinct phoneme symbols")
+        self.phonemes = list(phonemes)
+        self._k = len(self.phonemes) if k is None else int(k)
+        if not len(self.phonemes) <= self._k <= np.iinfo(np.uint16).max + 1:
+            raise ConfigError(
+                f"k={self._k} must be at least the {len(self.phonemes)} phonemes (and at most 65536); "
+                "raise data.num_units"
+            )
+        self.features = MFCCFeatures(n_mfcc=13, deltas=True, normalize=False)
+        self.feature_mean = torch.as_tensor(feature_mean, dtype=torch.float32)
+        self.feature_std = torch.as_tensor(feature_std, dtype=torch.float32)
+        if self.feature_mean.shape != (self.features.dim,) or self.feature_std.shape != (self.features.dim,):
+            raise ConfigError(f"feature_mean and feature_std need {self.features.dim} values each")
+        if not bool((self.feature_std > 0).all()):
+            raise ConfigError("feature_std must be positive in every dimension")
+        self.channels, self.hidden, self.layers = int(channels), int(hidden), int(layers)
+        self.device = torch.device(device)
+        self.model = PhoneRecognizer(len(self.phonemes), self.features.dim, channels, hidden, layers)
+        if state_dict is not None:
+            self.model.load_state_dict(state_dict)
+        self.model.to(self.device).eval()
+
+    @property
+    def k(self) -> int:
+        """Number of units: at least the number of phoneme symbols."""
+        return self._k
+
+    def settings(self) -> dict[str, Any]:
+        """Everything but the weights that decides the units (saved in ``tokenizer.json``)."""
+        return {
+            "phonemes": self.phonemes,
+            "k": self.k,
+            "feature_mean": self.feature_mean.tolist(),
+            "feature_std": self.feature_std.tolist(),
+            "channels": self.channels,
+            "hidden": self.hidden,
+            "layers": self.layers,
+        }
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {name: value.detach().cpu().contiguous() for name, value in self.model.state_dict().items()}
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Kind, k, the 50 Hz duration rate, dedup, and a hash of the settings and every weight."""
+        digest = hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode("utf-8"))
+        for name, value in sorted(self._weights().items()):
+            digest.update(name.encode("utf-8"))
+            digest.update(value.float().numpy().astype("<f4").tobytes())
+        return {
+            "kind": self.kind,
+            "k": self.k,
+            "frame_rate": OUTPUT_FRAME_RATE,
+            "dedup": True,
+            "settings_hash": digest.hexdigest()[:16],
+        }
+
+    def frames(self, wav: torch.Tensor) -> torch.Tensor:
+        """Standardised ``(T, 39)`` MFCC frames of one waveform (the recogniser's input)."""
+        return (self.features.frames(wav) - self.feature_mean) / self.feature_std
+
+    @torch.no_grad()
+    def logits(self, frames: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The recogniser's ``(T', P + 1)`` logits of each utterance's standardised frames, batched."""
+        lengths = torch.tensor([len(f) for f in frames], dtype=torch.int64)
+        padded = nn.utils.rnn.pad_sequence(list(frames), batch_first=True).to(self.device)
+        logits, out_lengths = self.model(padded, lengths)
+        return [logits[i, : int(n)].cpu() for i, n in enumerate(out_lengths)]
+
+    def encode(self, wav: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Tokenise one utterance: ``units`` (uint16, each < k) and ``durations`` (int32, 50 Hz frames).
+
+        Silence may give no unit at all (empty arrays).
+        """
+        return self.encode_batch([wav])[0]
+
+    def encode_batch(self, wavs: Sequence[torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Tokenise several utterances, :data:`ENCODE_BATCH` per forward pass, longest with longest.
+
+        Batching makes the GRU multiply matrices instead of vectors; sorting by length keeps padding
+        small. Each result is :meth:`encode` of that waveform alone (up to float rounding of ties).
+        """
+        frames = [self.frames(wav) for wav in wavs]
+        order = sorted(range(len(frames)), key=lambda i: -len(frames[i]))
+        results: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0), np.zeros(0))] * len(frames)
+        for start in range(0, len(order), ENCODE_BATCH):
+            chunk = order[start : start + ENCODE_BATCH]
+            for index, logits in zip(chunk, self.logits([frames[i] for i in chunk]), strict=True):
+                results[index] = ctc_units(logits.argmax(dim=-1).numpy())
+        return results
+
+    def save(self, directory: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """Write ``tokenizer.json`` and ``recognizer.safetensors`` into ``directory``.
+
+        Raises:
+            SlammingError: the directory already holds a tokeniser and ``overwrite`` is False.
+        """
+        directory = Path(directory)
+        write_config(
+            directory, self.kind, self.settings(), self.identity, overwrite, before=self._save_weights
+        )
+        return directory
+
+    def _save_weights(self, directory: Path) -> None:
+        save_file(self._weights(), str(directory / WEIGHTS_FILE), metadata={"kind": self.kind})
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], device: torch.device | str = "cpu") -> PhoneTokenizer:
+        """Load a tokeniser written by :meth:`save` and check its weights match its recorded identity.
+
+        Raises:
+            SlammingError: files missing or malformed, another kind, or weights that do not match.
+        """
+        directory = Path(directory)
+        config = directory / CONFIG_FILE
+        payload = read_config(directory)
+        if payload["kind"] != cls.kind:
+            raise SlammingError(f"{config} describes a {payload['kind']!r} tokeniser, not {cls.kind!r}")
+        weights = directory / WEIGHTS_FILE
+        if not weights.is_file():
+            raise SlammingError(f"{weights} is missing; save the phone tokeniser again")
+        try:
+            tokenizer = cls(**dict(payload["settings"]), state_dict=load_file(str(weights)), device=device)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise SlammingError(
+                f"{directory} does not hold a phone tokeniser this version can read ({err}); save it again"
+            ) from err
+        check_identity(
+            payload["identity"], tokenizer.identity, f"{directory}: recorded identity vs {WEIGHTS_FILE}"
+        )
+        return tokenizer
