@@ -88,3 +88,25 @@ def test_the_bar_names_its_stage_and_counts_groups(
     err = capsys.readouterr().err
     # One bar, named by the caller and counting groups (2 triples); the TTS pool's own bar is off.
     assert "Speaking train texts" in err and "/2 [" in err and "Synthesising speech" not in err
+
+
+def test_tokenised_groups_are_encoded_in_batches_and_equal_encoding_alone(
+    espeak: EspeakEngine, speech
+) -> None:
+    class _Counting(MFCCTokenizer):
+        calls: list[int] = []
+
+        def encode_batch(self, wavs):  # noqa: ANN001, ANN202 - counts the batch sizes
+            self.calls.append(len(wavs))
+            return super().encode_batch(wavs)
+
+    tokenizer = _Counting(k=8).fit(speech)
+    jobs = plan_jobs(SENTENCES * 2, espeak, seed=3)  # 12 jobs in pairs
+    groups = list(
+        speak_groups(espeak, jobs, desc="test", group=2, tokenizer=tokenizer, encode_batch=5, progress=False)
+    )
+    assert tokenizer.calls == [4, 4, 4]  # 5 rounds down to whole pairs
+    assert [s.job for g in groups for s in g] == jobs
+    for spoken in (s for g in groups for s in g):
+        units, durations = tokenizer.encode(spoken.wav)
+        assert np.array_equal(spoken.units, units) and np.array_equal(spoken.durations, durations)
