@@ -199,3 +199,34 @@ def test_piper_build_stores_word_timings(tmp_path: Path, monkeypatch: pytest.Mon
         "and",
         "gold",
     ]
+
+
+def test_phone_tokenizer_build_trains_a_recogniser_and_writes_phone_units(tmp_path: Path) -> None:
+    """``tokenizer: phone`` through the real CLI: a recogniser trained on the fitting stories'
+    sentences, a saved ``phone`` tokeniser, corpora of its units, and a model whose vocabulary is
+    ``num_units`` + 2 whatever the phoneme count."""
+    # One step leaves the recogniser near its random start, which still labels most frames; a few
+    # more and it hears only blanks until CTC leaves that plateau (~250 steps), too long for a test.
+    cfg = _config(tmp_path, max_steps=2, tokenizer="phone", phone_steps=1, fit_stories=6, num_units=80)
+    main(["fit", "--config", str(cfg)])
+    [build] = list((tmp_path / "cache").glob("stories-*"))
+    done = json.loads((build / "done.json").read_text())
+    settings = done["settings"]
+    assert settings["tokenizer"] == "phone" and settings["phone_steps"] == 1
+    assert "segment" not in settings and "normalization" not in settings
+    phone = done["phone_training"]
+    assert phone["steps"] == 1 and phone["sentences"] >= 6 * 4  # every story has at least 4 sentences
+    saved = json.loads((build / "tokenizer" / "tokenizer.json").read_text())
+    assert saved["kind"] == "phone" and saved["settings"]["k"] == 80
+    assert 30 <= len(saved["settings"]["phonemes"]) < 80
+    train = UnitCorpus(build / "train")
+    skipped = done["skipped_empty"]["train"]
+    assert train.tokenizer == saved["identity"] and train.num_units == 80
+    assert len(train) == 24 - skipped == done["train_documents"] and skipped < 24
+    model = json.loads((tmp_path / "runs" / "syn" / "version_0" / "hf_model" / "config.json").read_text())
+    assert model["vocab_size"] == 82
+
+
+def test_phone_tokenizer_needs_espeak(tmp_path: Path) -> None:
+    with pytest.raises(SlammingError, match="set data.engine: espeak"):
+        SyntheticSpeechDataModule(cache_dir=str(tmp_path), engine="piper", tokenizer="phone")

@@ -25,13 +25,16 @@ from slamming.errors import ConfigError
         ),
         ("rate_range", (0, 150), "data.rate_range must be (low, high) with 1 <= low <= high, got (0, 150)"),
         ("pitch_range", (-1, 50), "data.pitch_range must be (low, high) with 0 <= low <= high, got (-1, 50)"),
+        ("tokenizer", "wav2vec", "data.tokenizer must be 'mfcc' or 'phone', got 'wav2vec'"),
+        ("phone_steps", 0, "data.phone_steps must be >= 1, got 0"),
     ],
 )
 def test_a_setting_that_cannot_work_is_one_config_error(
     tmp_path: Path, setting: str, value: object, message: str
 ) -> None:
+    extra = {"tokenizer": "phone"} if setting == "phone_steps" else {}
     with pytest.raises(ConfigError) as err:
-        SyntheticSpeechDataModule(cache_dir=str(tmp_path / "cache"), **{setting: value})
+        SyntheticSpeechDataModule(cache_dir=str(tmp_path / "cache"), **{setting: value}, **extra)
     assert str(err.value) == message
     assert not (tmp_path / "cache").exists()
 

@@ -21,18 +21,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from slamming.atomic import atomic_build
 from slamming.data.corpus.writer import CorpusWriter
 from slamming.data.pretrain.datamodule import UnitDataModule
+from slamming.data.pretrain.tokenizer_fit import fit_mfcc_tokenizer, fit_phone_tokenizer
 from slamming.data.text.reader import TextCorpus, TextFormat, read_texts, split_texts, text_id
 from slamming.data.text.stories import StoryGenerator
 from slamming.errors import ConfigError, SlammingError
 from slamming.hashing import settings_key
 from slamming.locks import build_lock
 from slamming.speech.speak import speak_groups
-from slamming.speech.tokenizers import NORMALIZATIONS, MFCCTokenizer
+from slamming.speech.tokenizers import NORMALIZATIONS, UnitTokenizer
 from slamming.speech.tts import (
     DEFAULT_VOICES,
     EspeakEngine,
@@ -68,7 +69,14 @@ class SyntheticSpeechDataModule(UnitDataModule):
             Piper (0, 0) (it has no pitch control).
         tts_seed: seed of the voice/rate/pitch plan.
         tts_workers: parallel synthesis processes.
-        num_units: k-means size K of the tokeniser (the model's vocabulary is K + 2).
+        tokenizer: ``"mfcc"`` (the default): MFCC change-point units with k-means, which change with
+            the voice; ``"phone"``: units from a small CTC phone recogniser trained on the fitting
+            speech and espeak-ng's phonemes of its text
+            (:class:`~slamming.speech.tokenizers.phone.PhoneTokenizer`), the same in every voice
+            (espeak-ng only).
+        phone_steps: training steps of the phone recogniser (``tokenizer: phone``).
+        num_units: K, the number of units (the model's vocabulary is K + 2): the k-means size, or
+            with ``tokenizer: phone`` a bound on the phonemes (spare ids stay unused).
         frame_rate: frame rate of the MFCC units when ``segment`` is off.
         segment: phone-like change-point segments instead of fixed frames (what made a tiny model
             learn story coherence in our measurements).
@@ -77,7 +85,8 @@ class SyntheticSpeechDataModule(UnitDataModule):
             pass the embedded lexical test); ``"utterance"``: each utterance's own (the corpora
             built before this option). See :class:`~slamming.speech.tokenizers.MFCCTokenizer`.
         fit_stories: training texts whose speech fits the k-means (the first ones).
-        kmeans_seed: seed of the k-means fit.
+        kmeans_seed: seed of the k-means fit (of the phone recogniser's weights and batches with
+            ``tokenizer: phone``).
         progress: show progress bars while building.
         text_files: a user's text corpus to speak instead of the generated stories (see
             :func:`slamming.data.text.reader.read_texts`). The files are read when the module is made, to
@@ -107,6 +116,8 @@ class SyntheticSpeechDataModule(UnitDataModule):
         pitch_range: tuple[int, int] | None = None,
         tts_seed: int = 0,
         tts_workers: int = 2,
+        tokenizer: Literal["mfcc", "phone"] = "mfcc",
+        phone_steps: int = 500,
         num_units: int = 100,
         frame_rate: int = 25,
         segment: bool = True,
@@ -189,9 +200,22 @@ class SyntheticSpeechDataModule(UnitDataModule):
             "fit_stories": int(min(fit_stories, num_train)),
             "kmeans_seed": int(kmeans_seed),
         }
-        if normalization not in NORMALIZATIONS:
+        if tokenizer == "phone":
+            if engine != "espeak":
+                raise ConfigError(
+                    "data.tokenizer phone learns from espeak-ng phonemes; set data.engine: espeak"
+                )
+            if int(phone_steps) < 1:
+                raise ConfigError(f"data.phone_steps must be >= 1, got {phone_steps}")
+            # A phone build has no k-means or MFCC settings; the keys of MFCC builds stay as they were.
+            for name in ("frame_rate", "segment", "kmeans_seed"):
+                del self.settings[name]
+            self.settings.update(tokenizer="phone", phone_steps=int(phone_steps), phone_seed=int(kmeans_seed))
+        elif tokenizer != "mfcc":
+            raise ConfigError(f"data.tokenizer must be 'mfcc' or 'phone', got {tokenizer!r}")
+        elif normalization not in NORMALIZATIONS:
             raise SlammingError(f"data.normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-        if normalization != "utterance":  # caches built before the option keep their key
+        if tokenizer == "mfcc" and normalization != "utterance":  # older caches keep their key
             self.settings["normalization"] = normalization
         if int(tts_workers) < 1:
             raise ConfigError(f"data.tts_workers must be >= 1, got {tts_workers}")
@@ -287,7 +311,7 @@ class SyntheticSpeechDataModule(UnitDataModule):
         )
         rank_zero_info(
             f"building the synthetic corpus {self.build_dir}: {len(train)} + {len(val)} {what}, "
-            f"{s.get('engine', 'espeak')} voices {', '.join(s['voices'])}, {s['num_units']} units, "
+            f"{s.get('engine', 'espeak')} voices {', '.join(s['voices'])}, {s.get('tokenizer', 'mfcc')} units (K = {s['num_units']}), "
             f"{self.tts_workers} TTS workers"
         )
         if self.text_corpus is not None:
@@ -295,24 +319,16 @@ class SyntheticSpeechDataModule(UnitDataModule):
         engine = self.make_engine()
         train_jobs = plan_jobs(train, engine, s["tts_seed"])
         fit_jobs = train_jobs[: s["fit_stories"]]
-        fit_wavs = [
-            (spoken.wav, spoken.words)
-            for [spoken] in speak_groups(
-                engine,
-                fit_jobs,
-                desc="Speaking the k-means fitting texts",
-                timings=True,
-                workers=self.tts_workers,
-                progress=self.progress,
+        tokenizer: UnitTokenizer
+        if s.get("tokenizer") == "phone":
+            tokenizer, fit_wavs, summary["phone_training"] = fit_phone_tokenizer(
+                engine, fit_jobs, k=s["num_units"], steps=s["phone_steps"], seed=s["phone_seed"],
+                workers=self.tts_workers, progress=self.progress,
             )  # fmt: skip
-        ]
-        tokenizer = MFCCTokenizer(
-            k=s["num_units"],
-            frame_rate=s["frame_rate"],
-            segment=s["segment"],
-            normalization=s.get("normalization", "utterance"),
-        )
-        tokenizer.fit([wav for wav, _ in fit_wavs], seed=s["kmeans_seed"])
+        else:
+            tokenizer, fit_wavs = fit_mfcc_tokenizer(
+                engine, fit_jobs, s, workers=self.tts_workers, progress=self.progress
+            )
         tokenizer.save(tmp / "tokenizer")
         stats: dict[str, Any] = {}
         stats["train"] = self._write_split(
@@ -325,10 +341,11 @@ class SyntheticSpeechDataModule(UnitDataModule):
         hours = sum(v["seconds"] for v in stats.values()) / 3600
         summary.update(
             settings=s,
-            train_documents=len(train),
-            val_documents=len(val),
+            train_documents=len(train) - stats["train"]["empty"],
+            val_documents=len(val) - stats["val"]["empty"] if val else 0,
             hours=hours,
             tokens={k: v["tokens"] for k, v in stats.items()},
+            skipped_empty={k: v["empty"] for k, v in stats.items()},
             build_seconds=round(time.perf_counter() - started, 1),
         )
         if self.text_corpus is not None:
@@ -358,12 +375,17 @@ class SyntheticSpeechDataModule(UnitDataModule):
         split: str,
         jobs: list[SpeechJob],
         engine: TTSEngine,
-        tokenizer: MFCCTokenizer,
+        tokenizer: UnitTokenizer,
         reuse: list[tuple[torch.Tensor, list[WordTiming] | None]],
     ) -> dict[str, float]:
-        """Speak, tokenise and write one split; the first ``len(reuse)`` utterances are given."""
+        """Speak, tokenise and write one split; the first ``len(reuse)`` utterances are given.
+
+        A text whose speech gives no unit (a phone recogniser that has not learnt yet hears only
+        blanks) is skipped and counted (``empty`` in the result and in ``done.json``); a split
+        left with no text at all is an error naming the fix.
+        """
         seconds = 0.0
-        tokens = 0
+        tokens = empty = 0
         stream = speak_groups(
             engine, jobs, desc=f"Speaking {split} texts", tokenizer=tokenizer, timings=True, spoken=reuse,
             workers=self.tts_workers, progress=self.progress,
@@ -372,6 +394,10 @@ class SyntheticSpeechDataModule(UnitDataModule):
             with CorpusWriter(path, tokenizer=tokenizer.identity, num_units=tokenizer.k) as writer:
                 for [spoken] in stream:
                     job = spoken.job
+                    seconds += spoken.wav.numel() / engine.sample_rate
+                    if len(spoken.units) == 0:
+                        empty += 1
+                        continue
                     writer.add(
                         spoken.units,
                         durations=spoken.durations,
@@ -379,11 +405,18 @@ class SyntheticSpeechDataModule(UnitDataModule):
                         source=f"{text_id(job.text)}|{job.voice}|{job.rate}|{job.pitch}",
                         words=spoken.words,
                     )
-                    seconds += spoken.wav.numel() / engine.sample_rate
                     tokens += len(spoken.units)
+                if empty == len(jobs):
+                    raise SlammingError(
+                        f"the {tokenizer.kind} tokeniser gave no unit for any of the {len(jobs)} {split} "
+                        "texts; with tokenizer: phone the recogniser has not learnt yet: raise "
+                        "data.phone_steps (500 is the default)"
+                    )
         finally:
             stream.close()  # stops the TTS threads early if writing failed
-        return {"seconds": seconds, "tokens": tokens}
+        if empty:
+            rank_zero_warn(f"{empty} of {len(jobs)} {split} texts gave no unit and were skipped")
+        return {"seconds": seconds, "tokens": tokens, "empty": empty}
 
     def setup(self, stage: str | None = None) -> None:
         if self._identity is None:

@@ -1,0 +1,115 @@
+"""Fit the synthetic corpus's tokeniser on its first training texts: MFCC k-means, or a phone recogniser.
+
+:class:`~slamming.data.pretrain.synthetic.SyntheticSpeechDataModule` calls :func:`fit_mfcc_tokenizer`
+(the texts spoken whole; statistics and k-means fitted on them) or, with ``tokenizer: phone``,
+:func:`fit_phone_tokenizer`. A recogniser learns from many short utterances far faster than from a
+few long ones (CTC aligns a sentence sooner than a story, and the GRU's cost is per frame), so each
+fitting text is spoken one sentence at a time, in the voice, rate and pitch planned for the whole
+text, and the sentences are joined back into the text's waveform for the corpus. The labels are
+espeak-ng's phonemes of each sentence in that voice's language.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from slamming.speech.phonemes import espeak_phonemes
+from slamming.speech.speak import speak_groups
+from slamming.speech.tokenizers import MFCCTokenizer
+from slamming.speech.tokenizers.phone import PhoneTokenizer
+from slamming.speech.tokenizers.phone_train import train_phone_tokenizer
+from slamming.speech.tts import SpeechJob, TTSEngine, WordTiming, synthesize_many
+
+__all__ = ["fit_mfcc_tokenizer", "fit_phone_tokenizer", "sentences"]
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` cut after each ``.``, ``!`` or ``?`` that a space follows (the whole text when none)."""
+    return [part for part in _SENTENCE_END.split(text.strip()) if part.strip()] or [text]
+
+
+def fit_mfcc_tokenizer(
+    engine: TTSEngine, jobs: list[SpeechJob], settings: dict[str, Any], *, workers: int, progress: bool
+) -> tuple[MFCCTokenizer, list[tuple[torch.Tensor, list[WordTiming] | None]]]:
+    """Speak ``jobs`` and fit the MFCC tokeniser's statistics and k-means on them (the build's
+    ``settings``); returns it and the spoken ``(waveform, words)``, to be reused for the corpus."""
+    spoken = [
+        (one.wav, one.words)
+        for [one] in speak_groups(
+            engine,
+            jobs,
+            desc="Speaking the k-means fitting texts",
+            timings=True,
+            workers=workers,
+            progress=progress,
+        )
+    ]
+    tokenizer = MFCCTokenizer(
+        k=settings["num_units"],
+        frame_rate=settings["frame_rate"],
+        segment=settings["segment"],
+        normalization=settings.get("normalization", "utterance"),
+    )
+    tokenizer.fit([wav for wav, _ in spoken], seed=settings["kmeans_seed"])
+    return tokenizer, spoken
+
+
+def fit_phone_tokenizer(
+    engine: TTSEngine,
+    jobs: list[SpeechJob],
+    *,
+    k: int,
+    steps: int,
+    seed: int,
+    workers: int,
+    progress: bool,
+) -> tuple[PhoneTokenizer, list[tuple[torch.Tensor, None]], dict[str, Any]]:
+    """Train a phone tokeniser on ``jobs`` spoken sentence by sentence.
+
+    Returns:
+        The tokeniser; each job's waveform (its sentences joined), to be reused for the corpus; and
+        a summary for ``done.json`` (sentences, hours, steps, seconds, first and final CTC loss).
+    """
+    started = time.perf_counter()
+    pieces = [sentences(job.text) for job in jobs]
+    sentence_jobs = [
+        SpeechJob(text, job.voice, job.rate, job.pitch)
+        for job, parts in zip(jobs, pieces, strict=True)
+        for text in parts
+    ]
+    rank_zero_info(
+        f"training the phone tokeniser on {len(jobs)} texts ({len(sentence_jobs)} sentences) with espeak-ng "
+        f"phoneme labels, {steps} steps"
+    )
+    wavs = list(synthesize_many(engine, sentence_jobs, workers=workers, progress=progress))
+    labels = espeak_phonemes(
+        [j.text for j in sentence_jobs], [j.voice for j in sentence_jobs], workers=workers
+    )
+    keep = [i for i, label in enumerate(labels) if label]  # "..." alone has no phonemes
+    tokenizer, summary = train_phone_tokenizer(
+        [wavs[i] for i in keep], [labels[i] for i in keep], steps=steps, seed=seed, k=k, progress=progress
+    )
+    joined, start = [], 0
+    for parts in pieces:
+        joined.append((torch.cat(wavs[start : start + len(parts)]), None))
+        start += len(parts)
+    report = {
+        "sentences": len(keep),
+        "hours": round(summary.hours, 3),
+        "steps": summary.steps,
+        "first_loss": round(summary.first_loss, 4),
+        "final_loss": round(summary.final_loss, 4),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    rank_zero_info(
+        f"phone tokeniser: {len(tokenizer.phonemes)} phonemes, CTC loss {summary.first_loss:.2f} -> "
+        f"{summary.final_loss:.3f} in {summary.steps} steps ({report['seconds']:.0f} s in all)"
+    )
+    return tokenizer, joined, report
