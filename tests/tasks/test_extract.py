@@ -166,3 +166,24 @@ def test_hubert_folder_to_corpus_and_batch_invariance(
     for i in range(len(a)):
         assert np.array_equal(a.document(i), b.document(i)), a.source(i)
         assert np.array_equal(a.durations(i), b.durations(i))
+
+
+def test_audio_a_phone_tokeniser_hears_nothing_in_is_listed_not_written(
+    tmp_path: Path, audio_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A phone recogniser that labels every frame blank (as one does in silence) gives no unit:
+    such items are counted with the bad files instead of breaking the corpus writer."""
+    from slamming.speech.tokenizers.phone import PhoneTokenizer
+
+    tokenizer = PhoneTokenizer(["a", "b", "c"], [0.0] * 39, [10.0] * 39)
+    with torch.no_grad():
+        tokenizer.model.out.weight.zero_()
+        tokenizer.model.out.bias.copy_(torch.tensor([5.0, 0.0, 0.0, 0.0]))  # blank wins everywhere
+    tok = tokenizer.save(tmp_path / "tok")
+    assert len(tokenizer.encode(torch.randn(16000))[0]) == 0
+    with pytest.raises(SystemExit) as exit_:
+        main(_args(audio_dir, tok, tmp_path / "units"))
+    assert exit_.value.code == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("Tokenising")]
+    assert len(err) == 1 and "every input was skipped or bad" in err[0], err
+    assert not (tmp_path / "units").exists()

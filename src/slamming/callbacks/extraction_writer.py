@@ -63,6 +63,7 @@ class ExtractionWriter(BasePredictionWriter):
         self.part_size = int(part_size)
         self.overwrite = overwrite
         self._buffer: list[dict[str, Any]] = []
+        self._empty: list[tuple[str, str]] = []
         self._identity: dict[str, Any] | None = None
         self._num_units = 0
         self.resumed_ids: set[str] = set()
@@ -145,7 +146,12 @@ class ExtractionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._buffer.extend(prediction)
+        # Audio in which the tokeniser finds no unit (silence, for a phone recogniser) is listed with
+        # the bad files, not written: a corpus holds no empty documents.
+        for r in prediction:
+            if len(r["units"]) == 0:
+                self._empty.append((r["source"], f"no unit: the tokeniser found no speech in item {r['id']}"))
+        self._buffer.extend(r for r in prediction if len(r["units"]) > 0)
         if self._bar is not None:
             self._seconds += sum(r["seconds"] for r in prediction)
             elapsed = max(time.perf_counter() - self._started, 1e-9)
@@ -174,7 +180,7 @@ class ExtractionWriter(BasePredictionWriter):
             self._bar.close()
             self._bar = None
         self._flush(trainer.global_rank)
-        bad = list(getattr(trainer.datamodule, "bad_files", None) or [])
+        bad = list(getattr(trainer.datamodule, "bad_files", None) or []) + self._empty
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(  # read by rank 0 after the barrier: never half-written
             self.parts_dir / f"bad-rank{trainer.global_rank:04d}.json",

@@ -4,6 +4,8 @@
   the :class:`UnitTokenizer` protocol.
 - :mod:`.identity`: :func:`unknown_identity`, what units whose tokeniser nobody named record.
 - :mod:`.mfcc`: :class:`MFCCTokenizer`, the embedded, download-free tokeniser.
+- :mod:`.phone`: :class:`PhoneTokenizer`, units from a small CTC phone recogniser, the same in every
+  voice (trained by :mod:`.phone_train`).
 - :mod:`.hubert`: :class:`HubertTokenizer`, HuBERT layer features quantised by k-means (the paper's).
 - :mod:`.spec`: :class:`HubertTokenizerSpec`, a HuBERT tokeniser named by model, layer and k-means
   file, made into a folder once (configs/tokenize.yaml), and :func:`hubert_from_kmeans`.
@@ -24,6 +26,7 @@ _NAMES = {
     "load_tokenizer": ".base",
     "NORMALIZATIONS": ".mfcc",
     "MFCCTokenizer": ".mfcc",
+    "PhoneTokenizer": ".phone",
     "HubertTokenizer": ".hubert",
     "HubertTokenizerSpec": ".spec",
     "hubert_from_kmeans": ".spec",
