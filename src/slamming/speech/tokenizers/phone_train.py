@@ -24,7 +24,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from slamming.errors import ConfigError, SlammingError
-from slamming.speech.tokenizers.phone import PhoneTokenizer
+from slamming.speech.features import MFCCFeatures
+from slamming.speech.tokenizers.phone import PhoneRecognizer, PhoneTokenizer
 
 __all__ = ["PhoneTraining", "edit_distance", "phoneme_error_rate", "train_phone_tokenizer"]
 
@@ -119,15 +120,15 @@ def train_phone_tokenizer(
     started = time.perf_counter()
     phonemes = sorted({symbol for label in labels for symbol in label})
     index = {symbol: i + 1 for i, symbol in enumerate(phonemes)}  # 0 is the CTC blank
-    probe = PhoneTokenizer(phonemes, [0.0] * 39, [1.0] * 39)
-    raw = [probe.features.frames(wav) for wav in wavs]
+    features = MFCCFeatures(n_mfcc=13, deltas=True, normalize=False)  # PhoneTokenizer's input
+    raw = [features.frames(wav) for wav in wavs]
     stacked = torch.cat(raw).double()
     mean, std = stacked.mean(dim=0).float(), stacked.std(dim=0, unbiased=False).float().clamp_min(1e-5)
     frames = [(f - mean) / std for f in raw]
     del raw, stacked
     targets = [torch.tensor([index[s] for s in label], dtype=torch.int64) for label in labels]
     for i, (f, t) in enumerate(zip(frames, targets, strict=True)):
-        if int(probe.model.output_lengths(torch.tensor(len(f)))) < len(t):
+        if int(PhoneRecognizer.output_lengths(torch.tensor(len(f)))) < len(t):
             raise SlammingError(
                 f"utterance {i} has {len(t)} phonemes but only {len(f) / 100:.2f} s of audio; "
                 "check that each label belongs to its waveform"
