@@ -31,6 +31,8 @@ from slamming.speech.audio import decode_audio_bytes
 __all__ = [
     "DEFAULT_VOICES",
     "EspeakEngine",
+    "HELD_OUT_VOICES",
+    "RECOGNISER_VARIANTS",
     "SpeechJob",
     "TTSEngine",
     "WordTiming",
@@ -41,6 +43,21 @@ __all__ = [
 
 #: English espeak-ng voices that sound clearly different: two accents and two voice variants.
 DEFAULT_VOICES: tuple[str, ...] = ("en-us", "en-gb", "en-us+f3", "en-us+m3")
+
+#: More espeak-ng variants of en-us that the phone recogniser learns from besides the corpus's voices
+#: (:mod:`slamming.data.pretrain.tokenizer_fit`): trained on the four voices above only, it misread
+#: 31 % of the phonemes of a voice it never heard; with these too, 15 % (docs/perf-log.md).
+RECOGNISER_VARIANTS: tuple[str, ...] = tuple(
+    f"en-us+{variant}"
+    for variant in (
+        "m1", "m2", "m4", "m5", "m6", "m7", "f1", "f2", "f5", "Alex", "Andy", "Annie", "edward",
+        "john", "linda", "max", "steph", "paul", "rob", "robert", "Michael",
+    )
+)  # fmt: skip
+
+#: Voices no recogniser trains on, kept to measure units on a voice never heard (en-gb ignores
+#: variants: ``en-gb+f4`` sounds exactly like ``en-gb``, so the held-out voices are en-us variants).
+HELD_OUT_VOICES: tuple[str, ...] = ("en-us+f4", "en-us+klatt")
 
 #: One spoken word: ``(word, start_s, end_s)`` in seconds of the returned waveform (the format of
 #: sTinyStories' ``aligned_text``).

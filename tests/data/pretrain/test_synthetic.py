@@ -15,7 +15,7 @@ from slamming.data.pretrain.synthetic import SyntheticSpeechDataModule
 from slamming.data.text.reader import split_texts, text_id
 from slamming.data.text.stories import StoryGenerator
 from slamming.errors import SlammingError
-from slamming.speech.tts import DEFAULT_VOICES
+from slamming.speech.tts import DEFAULT_VOICES, RECOGNISER_VARIANTS
 from tests.conftest import speech_fit_config
 
 
@@ -214,6 +214,7 @@ def test_phone_tokenizer_build_trains_a_recogniser_and_writes_phone_units(tmp_pa
     settings = done["settings"]
     assert settings["tokenizer"] == "phone" and settings["phone_steps"] == 1
     assert "segment" not in settings and "normalization" not in settings
+    assert settings["phone_voices"] == [*settings["voices"], *RECOGNISER_VARIANTS]  # the default
     phone = done["phone_training"]
     assert phone["steps"] == 1 and phone["sentences"] >= 6 * 4  # every story has at least 4 sentences
     saved = json.loads((build / "tokenizer" / "tokenizer.json").read_text())
@@ -225,6 +226,16 @@ def test_phone_tokenizer_build_trains_a_recogniser_and_writes_phone_units(tmp_pa
     assert len(train) == 24 - skipped == done["train_documents"] and skipped < 24
     model = json.loads((tmp_path / "runs" / "syn" / "version_0" / "hf_model" / "config.json").read_text())
     assert model["vocab_size"] == 82
+
+
+def test_phone_voices_choose_the_recognisers_voices_and_key_the_cache(tmp_path: Path) -> None:
+    default = SyntheticSpeechDataModule(cache_dir=str(tmp_path), tokenizer="phone")
+    chosen = SyntheticSpeechDataModule(
+        cache_dir=str(tmp_path), tokenizer="phone", phone_voices=["en-us", "en-us"]
+    )
+    assert chosen.settings["phone_voices"] == ["en-us"]
+    assert default.settings["phone_voices"] == [*DEFAULT_VOICES, *RECOGNISER_VARIANTS]
+    assert chosen.build_dir != default.build_dir
 
 
 def test_phone_tokenizer_needs_espeak(tmp_path: Path) -> None:

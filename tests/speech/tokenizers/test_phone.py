@@ -12,7 +12,7 @@ from slamming.errors import ConfigError, SlammingError, TokenizerMismatchError
 from slamming.speech.phonemes import espeak_phonemes, parse_phonemes, voice_language
 from slamming.speech.tokenizers import load_tokenizer
 from slamming.speech.tokenizers.phone import WEIGHTS_FILE, PhoneTokenizer, ctc_units
-from slamming.speech.tokenizers.phone_train import edit_distance, train_phone_tokenizer
+from slamming.speech.tokenizers.phone_train import edit_distance, train_phone_tokenizer, unit_disagreement
 
 PHONEMES = ["@", "I", "l", "i", "n", "d", "t", "s"]
 
@@ -133,3 +133,11 @@ def test_edit_distance() -> None:
     assert edit_distance([], [1, 2]) == 2
     assert edit_distance([1, 2, 3], [1, 2, 3]) == 0
     assert edit_distance("flaw", "lawn") == 2
+
+
+def test_unit_disagreement_is_the_mean_normalised_edit_distance() -> None:
+    assert unit_disagreement([[1, 2, 3]], [[1, 2, 3]]) == 0.0
+    assert unit_disagreement([[1, 2, 3, 4], [5]], [[1, 2, 3], [6, 7]]) == pytest.approx((1 / 4 + 2 / 2) / 2)
+    assert unit_disagreement([[]], [[]]) == 0.0
+    with pytest.raises(ValueError, match="same non-zero"):
+        unit_disagreement([[1]], [])

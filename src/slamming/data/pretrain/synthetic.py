@@ -36,6 +36,7 @@ from slamming.speech.speak import speak_groups
 from slamming.speech.tokenizers import NORMALIZATIONS, UnitTokenizer
 from slamming.speech.tts import (
     DEFAULT_VOICES,
+    RECOGNISER_VARIANTS,
     EspeakEngine,
     SpeechJob,
     TTSEngine,
@@ -75,6 +76,8 @@ class SyntheticSpeechDataModule(UnitDataModule):
             (:class:`~slamming.speech.tokenizers.phone.PhoneTokenizer`), the same in every voice
             (espeak-ng only).
         phone_steps: training steps of the phone recogniser (``tokenizer: phone``).
+        phone_voices: the voices the recogniser learns from (``tokenizer: phone``); ``None``: the
+            corpus's voices and :data:`~slamming.speech.tts.RECOGNISER_VARIANTS`.
         num_units: K, the number of units (the model's vocabulary is K + 2): the k-means size, or
             with ``tokenizer: phone`` a bound on the phonemes (spare ids stay unused).
         frame_rate: frame rate of the MFCC units when ``segment`` is off.
@@ -118,6 +121,7 @@ class SyntheticSpeechDataModule(UnitDataModule):
         tts_workers: int = 2,
         tokenizer: Literal["mfcc", "phone"] = "mfcc",
         phone_steps: int = 500,
+        phone_voices: list[str] | None = None,
         num_units: int = 100,
         frame_rate: int = 25,
         segment: bool = True,
@@ -210,7 +214,15 @@ class SyntheticSpeechDataModule(UnitDataModule):
             # A phone build has no k-means or MFCC settings; the keys of MFCC builds stay as they were.
             for name in ("frame_rate", "segment", "kmeans_seed"):
                 del self.settings[name]
-            self.settings.update(tokenizer="phone", phone_steps=int(phone_steps), phone_seed=int(kmeans_seed))
+            phone_voices = list(
+                dict.fromkeys(phone_voices or [*self.settings["voices"], *RECOGNISER_VARIANTS])
+            )
+            self.settings.update(
+                tokenizer="phone",
+                phone_steps=int(phone_steps),
+                phone_seed=int(kmeans_seed),
+                phone_voices=phone_voices,
+            )
         elif tokenizer != "mfcc":
             raise ConfigError(f"data.tokenizer must be 'mfcc' or 'phone', got {tokenizer!r}")
         elif normalization not in NORMALIZATIONS:
@@ -320,10 +332,11 @@ class SyntheticSpeechDataModule(UnitDataModule):
         train_jobs = plan_jobs(train, engine, s["tts_seed"])
         fit_jobs = train_jobs[: s["fit_stories"]]
         tokenizer: UnitTokenizer
-        if s.get("tokenizer") == "phone":
-            tokenizer, fit_wavs, summary["phone_training"] = fit_phone_tokenizer(
-                engine, fit_jobs, k=s["num_units"], steps=s["phone_steps"], seed=s["phone_seed"],
-                workers=self.tts_workers, progress=self.progress,
+        fit_wavs: list[tuple[torch.Tensor, list[WordTiming] | None]] = []
+        if isinstance(engine, EspeakEngine) and s.get("tokenizer") == "phone":
+            tokenizer, summary["phone_training"] = fit_phone_tokenizer(
+                engine, [job.text for job in fit_jobs], voices=s["phone_voices"], k=s["num_units"],
+                steps=s["phone_steps"], seed=s["phone_seed"], workers=self.tts_workers, progress=self.progress,
             )  # fmt: skip
         else:
             tokenizer, fit_wavs = fit_mfcc_tokenizer(

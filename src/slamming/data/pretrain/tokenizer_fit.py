@@ -4,15 +4,17 @@
 (the texts spoken whole; statistics and k-means fitted on them) or, with ``tokenizer: phone``,
 :func:`fit_phone_tokenizer`. A recogniser learns from many short utterances far faster than from a
 few long ones (CTC aligns a sentence sooner than a story, and the GRU's cost is per frame), so each
-fitting text is spoken one sentence at a time, in the voice, rate and pitch planned for the whole
-text, and the sentences are joined back into the text's waveform for the corpus. The labels are
-espeak-ng's phonemes of each sentence in that voice's language.
+fitting text is spoken one sentence at a time, each sentence in a voice drawn from the corpus's
+voices and :data:`~slamming.speech.tts.RECOGNISER_VARIANTS` (by default), so that the units hold on
+voices the recogniser never heard. The labels are espeak-ng's phonemes of each sentence in that
+voice's language. Those sentences train the recogniser only; the corpus speaks its texts anew.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,9 +25,14 @@ from slamming.speech.speak import speak_groups
 from slamming.speech.tokenizers import MFCCTokenizer
 from slamming.speech.tokenizers.phone import PhoneTokenizer
 from slamming.speech.tokenizers.phone_train import train_phone_tokenizer
-from slamming.speech.tts import SpeechJob, TTSEngine, WordTiming, synthesize_many
+from slamming.speech.tts import EspeakEngine, SpeechJob, TTSEngine, WordTiming, plan_jobs, synthesize_many
 
-__all__ = ["fit_mfcc_tokenizer", "fit_phone_tokenizer", "sentences"]
+__all__ = ["PHONE_PITCH_RANGE", "PHONE_RATE_RANGE", "fit_mfcc_tokenizer", "fit_phone_tokenizer", "sentences"]
+
+#: Speaking rates (words per minute) and pitches (0-99) of the phone recogniser's training sentences:
+#: wider than the corpus's, so the recogniser hears more ways of saying a phoneme.
+PHONE_RATE_RANGE = (140, 200)
+PHONE_PITCH_RANGE = (30, 70)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -62,44 +69,39 @@ def fit_mfcc_tokenizer(
 
 
 def fit_phone_tokenizer(
-    engine: TTSEngine,
-    jobs: list[SpeechJob],
+    engine: EspeakEngine,
+    texts: list[str],
     *,
-    k: int,
+    voices: Sequence[str],
+    k: int | None,
     steps: int,
     seed: int,
     workers: int,
     progress: bool,
-) -> tuple[PhoneTokenizer, list[tuple[torch.Tensor, None]], dict[str, Any]]:
-    """Train a phone tokeniser on ``jobs`` spoken sentence by sentence.
+) -> tuple[PhoneTokenizer, dict[str, Any]]:
+    """Train a phone tokeniser on ``texts`` spoken sentence by sentence.
+
+    Each sentence gets its own voice of ``voices`` and a rate and pitch from the wider
+    :data:`PHONE_RATE_RANGE` and :data:`PHONE_PITCH_RANGE`, drawn from ``seed``: the more voices a
+    recogniser hears, the better it reads one it never heard.
 
     Returns:
-        The tokeniser; each job's waveform (its sentences joined), to be reused for the corpus; and
-        a summary for ``done.json`` (sentences, hours, steps, seconds, first and final CTC loss).
+        The tokeniser and a summary for ``done.json`` (sentences, hours, steps, seconds, first and
+        final CTC loss).
     """
     started = time.perf_counter()
-    pieces = [sentences(job.text) for job in jobs]
-    sentence_jobs = [
-        SpeechJob(text, job.voice, job.rate, job.pitch)
-        for job, parts in zip(jobs, pieces, strict=True)
-        for text in parts
-    ]
+    speaker = EspeakEngine(voices, PHONE_RATE_RANGE, PHONE_PITCH_RANGE, engine.sample_rate, engine.program)
+    jobs = plan_jobs([part for text in texts for part in sentences(text)], speaker, seed)
     rank_zero_info(
-        f"training the phone tokeniser on {len(jobs)} texts ({len(sentence_jobs)} sentences) with espeak-ng "
-        f"phoneme labels, {steps} steps"
+        f"training the phone tokeniser on {len(texts)} texts ({len(jobs)} sentences in {len(voices)} voices) "
+        f"with espeak-ng phoneme labels, {steps} steps"
     )
-    wavs = list(synthesize_many(engine, sentence_jobs, workers=workers, progress=progress))
-    labels = espeak_phonemes(
-        [j.text for j in sentence_jobs], [j.voice for j in sentence_jobs], workers=workers
-    )
+    wavs = list(synthesize_many(speaker, jobs, workers=workers, progress=progress))
+    labels = espeak_phonemes([j.text for j in jobs], [j.voice for j in jobs], workers=workers)
     keep = [i for i, label in enumerate(labels) if label]  # "..." alone has no phonemes
     tokenizer, summary = train_phone_tokenizer(
         [wavs[i] for i in keep], [labels[i] for i in keep], steps=steps, seed=seed, k=k, progress=progress
     )
-    joined, start = [], 0
-    for parts in pieces:
-        joined.append((torch.cat(wavs[start : start + len(parts)]), None))
-        start += len(parts)
     report = {
         "sentences": len(keep),
         "hours": round(summary.hours, 3),
@@ -112,4 +114,4 @@ def fit_phone_tokenizer(
         f"phone tokeniser: {len(tokenizer.phonemes)} phonemes, CTC loss {summary.first_loss:.2f} -> "
         f"{summary.final_loss:.3f} in {summary.steps} steps ({report['seconds']:.0f} s in all)"
     )
-    return tokenizer, joined, report
+    return tokenizer, report

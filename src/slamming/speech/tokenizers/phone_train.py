@@ -27,7 +27,13 @@ from slamming.errors import ConfigError, SlammingError
 from slamming.speech.features import MFCCFeatures
 from slamming.speech.tokenizers.phone import PhoneRecognizer, PhoneTokenizer
 
-__all__ = ["PhoneTraining", "edit_distance", "phoneme_error_rate", "train_phone_tokenizer"]
+__all__ = [
+    "PhoneTraining",
+    "edit_distance",
+    "phoneme_error_rate",
+    "train_phone_tokenizer",
+    "unit_disagreement",
+]
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,18 @@ def edit_distance(a: Sequence[object], b: Sequence[object]) -> int:
             current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (item != other)))
         previous = current
     return previous[-1]
+
+
+def unit_disagreement(a: Sequence[Sequence[object]], b: Sequence[Sequence[object]]) -> float:
+    """How much two tokenisations of the same utterances differ: the mean over utterances of the
+    edit distance between their unit strings, over the longer one (0 = the same units, 1 = nothing
+    shared). Given the same texts in two voices, it measures how much the units change with the voice.
+    """
+    if len(a) != len(b) or not a:
+        raise ValueError(f"need the same non-zero number of utterances, got {len(a)} and {len(b)}")
+    return float(
+        np.mean([edit_distance(list(x), list(y)) / max(len(x), len(y), 1) for x, y in zip(a, b, strict=True)])
+    )
 
 
 def phoneme_error_rate(
