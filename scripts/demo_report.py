@@ -9,7 +9,9 @@ the rejected one, on triples never trained on) of the pretrained model (step 0) 
 the DPO loss and reward accuracy. For both: the TensorBoard event files, and whether the exported
 Hugging Face folder gives the same logits as the final checkpoint. Then, where ``slamming test
 --config configs/tiny/eval.yaml`` has written ``hf_model/eval-results.json``, the table of the
-embedded benchmarks before and after DPO. Exits 1 if an artifact is missing or the logits differ.
+embedded benchmarks before and after DPO: each accuracy with its 95 % interval, and DPO's paired
+difference on the same pairs with its 95 % interval (``*`` where it excludes zero). Exits 1 if an
+artifact is missing or the logits differ.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM
 
+from slamming.eval.intervals import decode_outcomes, paired_difference
 from slamming.models.unit_lm import unit_lm_from_checkpoint
 
 
@@ -110,7 +113,9 @@ def report_dpo(run: Path) -> bool:
 
 
 def report_benchmarks(runs: dict[str, Path]) -> None:
-    """The embedded benchmarks' table (``slamming test --config configs/tiny/eval.yaml`` results)."""
+    """The embedded benchmarks' table (``slamming test --config configs/tiny/eval.yaml`` results):
+    each accuracy with its 95 % interval and, for two models scored on the same pairs, the paired
+    difference (the second minus the first) with its 95 % interval."""
     results = {}
     for label, run in runs.items():
         path = run / "hf_model" / "eval-results.json"
@@ -119,13 +124,45 @@ def report_benchmarks(runs: dict[str, Path]) -> None:
     if not results:
         return
     names = [n for n in next(iter(results.values())) if all(n in r for r in results.values())]
+    labels = list(results)
+    paired = len(labels) == 2
     print()
-    print("embedded benchmarks (held-out pairs, accuracy %, mean log-likelihood per unit; chance 50)")
-    print(f"  {'benchmark':<14} {'pairs':>6}  " + "  ".join(f"{label:>10}" for label in results))
+    print(
+        "embedded benchmarks (held-out pairs, accuracy % [95 % interval], mean log-likelihood per unit; chance 50)"
+    )
+    header = f"  {'benchmark':<14} {'pairs':>6}  " + "  ".join(f"{label:>22}" for label in labels)
+    print(header + (f"  {'difference [95 % interval]':>30}" if paired else ""))
     for name in names:
         pairs = next(iter(results.values()))[name]["pairs"]
-        cells = "  ".join(f"{100 * r[name]['accuracy']:>10.2f}" for r in results.values())
-        print(f"  {name:<14} {pairs:>6}  {cells}")
+        cells = "  ".join(_with_interval(r[name]) for r in results.values())
+        line = f"  {name:<14} {pairs:>6}  {cells}"
+        if paired:
+            line += f"  {_difference(*(results[label][name] for label in labels)):>30}"
+        print(line)
+
+
+def _with_interval(summary: dict) -> str:
+    accuracy = f"{100 * summary['accuracy']:.2f}"
+    if "ci95" in summary:
+        low, high = summary["ci95"]
+        accuracy += f" [{100 * low:.1f}, {100 * high:.1f}]"
+    return f"{accuracy:>22}"
+
+
+def _difference(before: dict, after: dict) -> str:
+    """``+x.xx [low, high]`` points, marked ``*`` when the interval excludes zero; empty when the
+    per-pair outcomes are missing or not of the same pairs."""
+    if (
+        "outcomes" not in before
+        or "outcomes" not in after
+        or len(before["outcomes"]) != len(after["outcomes"])
+    ):
+        return ""
+    mean, low, high = paired_difference(
+        decode_outcomes(before["outcomes"]), decode_outcomes(after["outcomes"])
+    )
+    mark = " *" if low > 0 or high < 0 else ""
+    return f"{100 * mean:+.2f} [{100 * low:+.1f}, {100 * high:+.1f}]{mark}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from slamming.eval.intervals import accuracy_interval
 from slamming.eval.likelihood import (
     flat_accuracy,
     pair_outcomes,
@@ -108,9 +109,19 @@ def test_outcomes_and_aggregations_by_hand() -> None:
     assert summary["pairs"] == 4 and summary["accuracy"] == pytest.approx(0.625)
     assert summary["zerospeech_accuracy"] == pytest.approx(1.75 / 3)
     assert summary["groups"] == {
-        "x": {"pairs": 2, "accuracy": 0.75, "zerospeech_accuracy": 0.75},
-        "y": {"pairs": 1, "accuracy": 0.0, "zerospeech_accuracy": 0.0},
+        "x": {
+            "pairs": 2,
+            "accuracy": 0.75,
+            "ci95": list(accuracy_interval([1.0, 0.5])),
+            "zerospeech_accuracy": 0.75,
+        },
+        "y": {
+            "pairs": 1,
+            "accuracy": 0.0,
+            "ci95": list(accuracy_interval([0.0])),
+            "zerospeech_accuracy": 0.0,
+        },
     }
     flat = summarize_pairs(outcomes, ids, [""] * 4, zerospeech=False)
-    assert flat == {"pairs": 4, "accuracy": 0.625}
+    assert flat == {"pairs": 4, "accuracy": 0.625, "ci95": list(accuracy_interval(outcomes))}
     assert math.isnan(flat_accuracy(np.array([])))

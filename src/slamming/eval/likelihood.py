@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from slamming.eval.intervals import accuracy_interval
 from slamming.eval.logprobs import sequence_logprobs
 from slamming.vocab import IGNORE_INDEX, PAD_ID, document_ids
 
@@ -153,11 +154,16 @@ def summarize_pairs(
         zerospeech: Also report the ZeroSpeech aggregation.
 
     Returns:
-        ``{"pairs", "accuracy", ["zerospeech_accuracy"], ["groups": {group: {"pairs", "accuracy",
-        ["zerospeech_accuracy"]}}]}``: the same metrics within each group.
+        ``{"pairs", "accuracy", "ci95", ["zerospeech_accuracy"], ["groups": {group: {"pairs",
+        "accuracy", "ci95", ["zerospeech_accuracy"]}}]}``: the same metrics within each group;
+        ``ci95`` is the flat accuracy's 95 % interval (:func:`~slamming.eval.intervals.accuracy_interval`).
     """
     outcomes = np.asarray(outcomes, dtype=np.float64)
-    result: dict[str, Any] = {"pairs": len(outcomes), "accuracy": flat_accuracy(outcomes)}
+    result: dict[str, Any] = {
+        "pairs": len(outcomes),
+        "accuracy": flat_accuracy(outcomes),
+        "ci95": list(accuracy_interval(outcomes)),
+    }
     if zerospeech:
         result["zerospeech_accuracy"] = zerospeech_accuracy(outcomes, ids)
     names = sorted({g for g in groups if g})

@@ -64,18 +64,25 @@ def results_table(results: dict[str, Any]) -> str:
 
     Args:
         results: ``{benchmark: summarize_pairs(...) dict}`` (``pairs``, ``accuracy``, optional
-            ``zerospeech_accuracy`` and ``groups``), as ``slamming test`` and
+            ``ci95``, ``zerospeech_accuracy`` and ``groups``), as ``slamming test`` and
             ``BenchmarkEvaluation`` produce.
     """
 
     def pct(value: float | None) -> str:
         return "" if value is None else f"{100 * value:.2f}"
 
-    rows = ["| benchmark | pairs | accuracy | ZeroSpeech accuracy |", "|---|---:|---:|---:|"]
+    def interval(value: list[float] | None) -> str:
+        return "" if not value else f"{100 * value[0]:.1f}–{100 * value[1]:.1f}"
+
+    rows = [
+        "| benchmark | pairs | accuracy | 95 % interval | ZeroSpeech accuracy |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, summary in results.items():
         lines = [(name, summary)] + [(f"{name} / {g}", v) for g, v in summary.get("groups", {}).items()]
         rows += [
-            f"| {label} | {v['pairs']} | {pct(v['accuracy'])} | {pct(v.get('zerospeech_accuracy'))} |"
+            f"| {label} | {v['pairs']} | {pct(v['accuracy'])} | {interval(v.get('ci95'))} "
+            f"| {pct(v.get('zerospeech_accuracy'))} |"
             for label, v in lines
         ]
     return "\n".join(rows)

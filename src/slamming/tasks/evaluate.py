@@ -30,6 +30,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from slamming.atomic import write_text_atomic
 from slamming.errors import SlammingError
+from slamming.eval.intervals import encode_outcomes
 from slamming.eval.likelihood import pair_outcomes, score_units, summarize_pairs
 from slamming.eval.precision import SCORING_DTYPE, check_dtype, scoring_model
 from slamming.models.card import CARD_NAME, RESULTS_NAME, is_our_card, results_table, write_model_card
@@ -213,6 +214,7 @@ class PairEvaluation(pl.LightningModule):
                 outcomes, [p.id for p in pairs], [p.group for p in pairs], bench.zerospeech
             )
             summary.update(kind=bench.kind, path=str(bench.path), skipped=bench.skipped, cut_to_context=cut)
+            summary["outcomes"] = encode_outcomes(outcomes)  # per pair, to compare two models pair by pair
             if not done.all():
                 summary["pairs_in_benchmark"] = len(bench.pairs)
             self.results[bench.name] = summary
