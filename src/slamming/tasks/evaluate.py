@@ -186,7 +186,7 @@ class PairEvaluation(pl.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         waves = [*batch["positive"], *batch["negative"]]
-        units = [self.tokenizer.encode(wav)[0] for wav in waves]  # one file at a time, on purpose
+        units = [u for u, _ in self.tokenizer.encode_batch(waves)]  # each as encode() alone would give
         with scoring_model(self.model, self.hparams.dtype) as model:
             scores, cut = score_units(
                 model,
