@@ -166,6 +166,32 @@ def test_story_triples() -> None:
         story_triples(2, "dev")
 
 
+def test_story_triples_with_contradictions_swap_one_name_in_the_stories_own_ending() -> None:
+    plain = story_triples(40, "train", seed=0)
+    mixed = story_triples(40, "train", seed=0, contradictions=0.25)
+    stories = StoryGenerator(0).stories(40, "train")
+    assert story_triples(30, "train", seed=0, contradictions=0.25) == mixed[:30]
+    assert [t.chosen for t in mixed] == [t.chosen for t in plain]
+    kinds = []
+    for i, (triple, story) in enumerate(zip(mixed, stories, strict=True)):
+        if i % 4 != 3:  # floor((i + 1) / 4) > floor(i / 4) only at i = 3, 7, 11, ...
+            assert triple == plain[i]
+            continue
+        changed = [
+            (a, b) for a, b in zip(triple.chosen.split(), triple.rejected.split(), strict=True) if a != b
+        ]
+        assert changed, triple  # same sentence, one name replaced (a place may be two words)
+        old = " ".join(a for a, _ in changed).strip(".,")
+        kind = next(k for k in ("character", "object", "place") if old in getattr(story, k))
+        new = " ".join(b for _, b in changed).strip(".,")
+        assert new not in story.text
+        kinds.append(kind)
+    assert len(kinds) == 10 and set(kinds) == {"character", "object", "place"}
+    assert story_triples(12, "train", seed=0, contradictions=1.0)[0].rejected != plain[0].rejected
+    with pytest.raises(SlammingError, match="share in"):
+        story_triples(2, contradictions=1.5)
+
+
 def test_split_triples_by_prompt() -> None:
     triples = [_triple(f"prompt {i % 50}", f"chosen {i}") for i in range(200)]
     train, val = split_triples(triples, 0.25, seed=0)

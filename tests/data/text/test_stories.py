@@ -18,7 +18,9 @@ from slamming.data.text.stories import (
     SPLITS,
     Story,
     StoryGenerator,
+    contradict_ending,
     prefix_and_ending,
+    says,
     split_of,
     swap_character,
     swap_ending,
@@ -165,3 +167,20 @@ def test_bad_arguments_give_clear_errors() -> None:
     with pytest.raises(ValueError, match="must be >= 0, got -1"):
         gen.stories(-1)
     assert SPLITS == ("train", "val", "test")
+
+
+def test_contradict_ending_swaps_one_name_for_a_fitting_one() -> None:
+    pool = StoryGenerator(0).stories(30, "test")
+    story = pool[0]
+    ending = story.sentences[-1]
+    renamed = contradict_ending(story, "character", pool, 0)
+    assert renamed is not None and story.character not in renamed.split()
+    new = next(
+        name for name in renamed.replace(".", "").split() if name not in ending.replace(".", "").split()
+    )
+    assert dict(CHARACTERS)[new] == dict(CHARACTERS)[story.character] and not says(story.text, new)
+    assert renamed == ending.replace(story.character, new)
+    lonely = [story]  # a pool with no other story has nothing to swap in
+    assert contradict_ending(story, "character", lonely, 0) is None
+    with pytest.raises(ValueError, match="kind must be one of"):
+        contradict_ending(story, "colour", pool, 0)

@@ -38,9 +38,10 @@ from dataclasses import dataclass
 from slamming.data.text.lexicon import FUNCTION_WORDS, nonwords, story_vocabulary
 from slamming.data.text.stories import (
     CHARACTERS,
-    PLACES,
+    CONTRADICTIONS,
     Story,
     StoryGenerator,
+    contradict_ending,
     prefix_and_ending,
     swap_ending,
 )
@@ -61,7 +62,7 @@ BENCHMARKS: tuple[str, ...] = ("lexical", "syntactic", "topic_cloze", "spoken_cl
 #: Train and validation stories whose sentences are kept out of the syntactic benchmark.
 SCREEN_STORIES = 10_000
 _SYNTAX_GROUPS = ("determiner_order", "adjective_noun", "preposition_determiner", "subject_verb")
-_CLOZE_GROUPS = ("character", "object", "place")
+_CLOZE_GROUPS = CONTRADICTIONS
 _DETERMINERS = frozenset({"a", "an", "the"})
 _POSSESSIVES = frozenset({"his", "her"})
 _PREPOSITIONS = frozenset(
@@ -80,8 +81,6 @@ _MORE_ADJECTIVES = frozenset(
     "old wise big brown tall young sleepy lost helpful smiling bright dark warm".split()
 )
 _NAMES = frozenset(name for name, _ in CHARACTERS)
-_GENDER = dict(CHARACTERS)
-_PREP_OF = {place: prep for place, prep in PLACES}
 _TOKEN = re.compile(r"^(.*?)([.,!?;:]*)$")
 
 
@@ -264,30 +263,6 @@ def topic_cloze_pairs(n: int, seed: int = 0) -> list[TextPair]:
     return pairs
 
 
-def _says(text: str, word: str) -> bool:
-    return re.search(rf"\b{re.escape(word)}\b", text, flags=re.IGNORECASE) is not None
-
-
-def _contradiction(story: Story, group: str, pool: list[Story], start: int) -> str | None:
-    """The story's ending with its character, object or place replaced by the next story's that fits
-    (same gender, same preposition), or None when no story of ``pool`` fits or the ending lacks it."""
-    beginning, ending = prefix_and_ending(story)
-    old = {"character": story.character, "object": story.object, "place": story.place}[group]
-    if not _says(ending, old):
-        return None
-    for j in range(1, len(pool)):
-        other = pool[(start + j) % len(pool)]
-        new = {"character": other.character, "object": other.object, "place": other.place}[group]
-        if new == old or _says(story.text, new):
-            continue
-        if group == "character" and _GENDER[new] != _GENDER[old]:
-            continue
-        if group == "place" and _PREP_OF[new] != _PREP_OF[old]:
-            continue
-        return " ".join((*beginning, re.sub(rf"\b{re.escape(old)}\b", new, ending)))
-    return None
-
-
 def spoken_cloze_pairs(n: int, seed: int = 0) -> list[TextPair]:
     """``n`` pairs: a held-out story vs the same story with a contradicting ending (see the module doc).
 
@@ -301,13 +276,14 @@ def spoken_cloze_pairs(n: int, seed: int = 0) -> list[TextPair]:
     for i, story in enumerate(pool):
         if len(pairs) == n:
             break
-        options = {g: _contradiction(story, g, pool, i) for g in _CLOZE_GROUPS}
-        fits = [g for g in _CLOZE_GROUPS if options[g] is not None]
+        endings = {g: contradict_ending(story, g, pool, i) for g in _CLOZE_GROUPS}
+        fits = [g for g in _CLOZE_GROUPS if endings[g] is not None]
         if not fits:  # every ending names its character, so this is a guard, not a path taken
             continue
         group = min(fits, key=lambda g: (counts[g], _CLOZE_GROUPS.index(g)))
         counts[group] += 1
-        pairs.append(TextPair(story.id, group, story.text, str(options[group])))
+        negative = " ".join((*prefix_and_ending(story)[0], str(endings[group])))
+        pairs.append(TextPair(story.id, group, story.text, negative))
     if len(pairs) < n:
         raise SlammingError(f"only {len(pairs)} of {n} test stories could be contradicted; use another seed")
     return pairs

@@ -43,6 +43,10 @@ class SpokenPreferenceDataModule(PreferenceDataModule):
         num_train_triples: Story triples for training (``stories`` only).
         num_val_triples: Held-out story triples, from stories never used in training (``stories``).
         story_seed: Seed of the story generator (``stories``).
+        contradictions: Share of story triples (train and validation) whose rejected ending is the
+            story's own with its character, object or place swapped, as spoken cloze tests, instead
+            of another story's ending (``stories``; see
+            :func:`~slamming.data.preference.text.story_triples`).
         val_fraction: Share of a file's triples held out for validation, by a hash of the prompt.
         swag_seed: Seed choosing each SWAG row's wrong ending.
         max_auto_bleu: The paper's filter: drop triples whose prompt + chosen text has a bigram
@@ -66,6 +70,7 @@ class SpokenPreferenceDataModule(PreferenceDataModule):
         num_train_triples: int = 2000,
         num_val_triples: int = 200,
         story_seed: int = 0,
+        contradictions: float = 0.0,
         val_fraction: float = 0.1,
         swag_seed: int = 0,
         max_auto_bleu: float | None = 0.3,
@@ -87,7 +92,13 @@ class SpokenPreferenceDataModule(PreferenceDataModule):
     ) -> None:
         self.source = source
         self.train_triples, self.val_triples, origin = self._read(
-            source, text_file, num_train_triples, num_val_triples, story_seed, val_fraction, swag_seed
+            source,
+            text_file,
+            num_train_triples,
+            num_val_triples,
+            (story_seed, contradictions),
+            val_fraction,
+            swag_seed,
         )
         dropped: list[TextTriple] = []
         if max_auto_bleu is not None:
@@ -150,10 +161,11 @@ class SpokenPreferenceDataModule(PreferenceDataModule):
         story_seed: int,
         val_fraction: float,
         swag_seed: int,
+        contradictions: float,
     ) -> tuple[list[TextTriple], list[TextTriple], str]:
         if source == "stories":
-            train = story_triples(num_train, "train", story_seed)
-            return train, story_triples(num_val, "val", story_seed), "the embedded stories"
+            train = story_triples(num_train, "train", story_seed, contradictions)
+            return train, story_triples(num_val, "val", story_seed, contradictions), "the embedded stories"
         if source not in ("swag", "jsonl"):
             raise SlammingError(f"data.source must be 'stories', 'swag' or 'jsonl', got {source!r}")
         if text_file is None:

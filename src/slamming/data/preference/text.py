@@ -9,7 +9,8 @@ exceeds 0.3 dropped (reference/slam-recipe.md §1.5). This module holds the text
   ``{"prompt", "chosen", "rejected"}`` jsonl. Bad rows are skipped and counted in a
   :class:`TripleReport`, never a traceback.
 - :func:`story_triples` makes triples offline from the embedded story generator (true ending vs
-  another story's ending), so the tiny pipeline needs no download.
+  another story's ending, or vs the same ending with a wrong character, object or place), so the
+  tiny pipeline needs no download.
 - :func:`filter_auto_bleu` is the repetition filter (auto-BLEU, :mod:`slamming.data.text.repetition`); :func:`split_triples` is a
   deterministic train/validation split for file sources.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import random
 from collections.abc import Iterable, Sequence
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from slamming.data.text.reader import content_hash, split_by_hash
 from slamming.data.text.repetition import auto_bleu
-from slamming.data.text.stories import StoryGenerator, prefix_and_ending
+from slamming.data.text.stories import CONTRADICTIONS, StoryGenerator, contradict_ending, prefix_and_ending
 from slamming.errors import SlammingError
 from slamming.skips import SkipReport
 
@@ -52,6 +54,8 @@ _ENDINGS = ("ending0", "ending1", "ending2", "ending3")
 # Everything that is neither a word character nor whitespace; deleted, so "don't" reads "dont".
 # How many line numbers a summary lists per reason before it says "and N more".
 _SHOWN_LINES = 5
+# Stories drawn past the last triple's, from which a contradicted ending takes its new name.
+_LOOKAHEAD = 64
 
 
 @dataclass(frozen=True)
@@ -284,40 +288,60 @@ def _swag_row(row: dict[str, str | None], seed: int, gold_only: bool) -> tuple[s
     return "", _make(cells["sent1"], chosen, rejected)
 
 
-def story_triples(n: int, split: str = "train", seed: int = 0) -> list[TextTriple]:
-    """Triples from the embedded story generator: a story's beginning, its ending, another's ending.
+def story_triples(
+    n: int, split: str = "train", seed: int = 0, contradictions: float = 0.0
+) -> list[TextTriple]:
+    """Triples from the embedded story generator: a story's beginning, its ending, a wrong ending.
 
-    Rejected is the ending of the next story of the same split whose ending differs from this one's,
-    so ``story_triples(n)`` is a prefix of ``story_triples(n + m)``. Splits never share a story
+    The wrong ending is another story's (the next story of the same split whose ending differs: a
+    topic cloze negative) or, for a share ``contradictions`` of the triples spread evenly (triple
+    ``i`` is one when ``floor((i + 1) c) > floor(i c)``), the story's own ending with its character,
+    object or place swapped for another story's (:func:`~slamming.data.text.stories.contradict_ending`,
+    the kind used least so far among those the ending allows: a spoken cloze negative). Either way
+    ``story_triples(n)`` is a prefix of ``story_triples(n + m)``. Splits never share a story
     (:func:`slamming.data.text.stories.split_of`), so ``"val"``/``"test"`` triples are held out.
 
     Args:
         n: number of triples (``>= 0``).
         split: ``"train"``, ``"val"`` or ``"test"``.
         seed: the story generator's seed.
+        contradictions: the share of contradicted endings, in [0, 1].
 
     Returns:
         ``n`` triples in story order.
 
     Raises:
-        SlammingError: an unknown split.
+        SlammingError: an unknown split, or ``contradictions`` outside [0, 1].
     """
     if n < 0:
         raise SlammingError(f"the number of story triples must be >= 0, got {n}")
+    if not 0.0 <= contradictions <= 1.0:
+        raise SlammingError(f"data.contradictions is a share in [0, 1], got {contradictions}")
     generator = StoryGenerator(seed)
-    pool = generator.stories(n + 1, split) if n else []
+    pool = generator.stories(n + _LOOKAHEAD, split) if n else []
+    used = dict.fromkeys(CONTRADICTIONS, 0)
     triples = []
     for i in range(n):
         beginning, ending = prefix_and_ending(pool[i])
+        rejected = None
+        if math.floor((i + 1) * contradictions) > math.floor(i * contradictions):
+            # The pool reaches _LOOKAHEAD stories past the last triple, so the candidates looked at
+            # (never wrapping round in practice) do not depend on n.
+            endings = {kind: contradict_ending(pool[i], kind, pool, i) for kind in CONTRADICTIONS}
+            fits = [kind for kind in CONTRADICTIONS if endings[kind] is not None]
+            if fits:
+                kind = min(fits, key=lambda k: (used[k], CONTRADICTIONS.index(k)))
+                used[kind] += 1
+                rejected = endings[kind]
         j = i + 1
-        while True:
+        while rejected is None:
             if j >= len(pool):
                 pool = generator.stories(len(pool) + 16, split)
             other = prefix_and_ending(pool[j])[1]
             if other != ending:
-                break
+                rejected = other
             j += 1
-        triples.append(_make(" ".join(beginning), ending, other))
+        triples.append(_make(" ".join(beginning), ending, rejected))
     return triples
 
 

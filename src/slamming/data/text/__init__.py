@@ -15,6 +15,7 @@ _NAMES = {
     "prefix_and_ending": ".stories",
     "swap_ending": ".stories",
     "swap_character": ".stories",
+    "contradict_ending": ".stories",
     "TextCorpus": ".reader",
     "TextReport": ".reader",
     "read_texts": ".reader",

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from slamming.errors import SlammingError
@@ -397,3 +399,42 @@ def swap_character(story: Story, name: str) -> str:
         raise ValueError(f"story {story.id} already stars {name}; pick another name")
     beginning, ending = prefix_and_ending(story)
     return " ".join((*beginning, ending.replace(story.character, name)))
+
+
+#: The kinds of contradiction :func:`contradict_ending` makes: which of the story's names it replaces.
+CONTRADICTIONS: tuple[str, ...] = ("character", "object", "place")
+_GENDER = dict(CHARACTERS)
+_PREPOSITION = dict(PLACES)
+
+
+def says(text: str, phrase: str) -> bool:
+    """Whether ``text`` holds ``phrase`` as whole words, whatever the case."""
+    return re.search(rf"\b{re.escape(phrase)}\b", text, flags=re.IGNORECASE) is not None
+
+
+def contradict_ending(story: Story, kind: str, pool: Sequence[Story], start: int) -> str | None:
+    """``story``'s ending sentence with its character, object or place (``kind``) replaced by the
+    first of ``pool[start + 1], pool[start + 2], …`` (wrapping round) whose one fits: another name
+    of the same gender, or another place taking the same preposition, never one the story already
+    says. The ending still reads well; only the story shows that it is wrong (a spoken cloze negative,
+    and a pointed DPO rejection). None when the ending does not name that thing or nothing fits.
+
+    Raises:
+        ValueError: ``kind`` is not one of :data:`CONTRADICTIONS`.
+    """
+    if kind not in CONTRADICTIONS:
+        raise ValueError(f"kind must be one of {CONTRADICTIONS}, got {kind!r}")
+    ending = story.sentences[-1]
+    old = getattr(story, kind)
+    if not says(ending, old):
+        return None
+    for j in range(1, len(pool)):
+        new = getattr(pool[(start + j) % len(pool)], kind)
+        if new == old or says(story.text, new):
+            continue
+        if kind == "character" and _GENDER[new] != _GENDER[old]:
+            continue
+        if kind == "place" and _PREPOSITION[new] != _PREPOSITION[old]:
+            continue
+        return re.sub(rf"\b{re.escape(old)}\b", new, ending)
+    return None
