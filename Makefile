@@ -42,4 +42,4 @@ gpu-check:
 	python3 scripts/gpu_check.py
 
 clean-demo:
-	rm -rf runs/tiny runs/tiny-dpo runs/tiny-eval data/synthetic data/preference data/reference data/benchmarks/embedded
+	rm -rf runs/tiny runs/tiny-dpo runs/tiny-eval data/synthetic data/preference data/reference data/benchmarks/embedded data/benchmarks/units

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import re
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass
@@ -375,3 +377,33 @@ def test_a_bf16_model_scores_in_fp32_by_default(
         np.testing.assert_allclose(scores, fp32[name], rtol=0, atol=1e-6, err_msg=name)
     differences = np.concatenate([np.abs(default[n] - as_stored[n]).ravel() for n in default])
     assert differences.max() > 1e-5
+
+
+def test_a_units_cache_spares_the_next_run_its_tokenising(
+    tmp_path: Path, pretrained: dict[str, Path], benchmarks: tuple[Path, list[Truth]], caplog
+) -> None:
+    """The pretrained-then-aligned pattern of the demo: the second run reads every benchmark's units
+    from the cache the first one wrote, and scores exactly as if it had tokenised them."""
+    root, _ = benchmarks
+    cache = tmp_path / "units"
+    _test(
+        tmp_path / "a",
+        pretrained["ckpt"],
+        _specs(root),
+        units_cache=str(cache),
+        results_dir=str(tmp_path / "r1"),
+    )
+    [written] = cache.glob("*.npz")
+    stamp = written.stat().st_mtime_ns
+    with caplog.at_level(logging.INFO):
+        _test(
+            tmp_path / "b",
+            pretrained["hf"],
+            _specs(root),
+            units_cache=str(cache),
+            results_dir=str(tmp_path / "r2"),
+        )
+    assert re.search(r"benchmark units: \d+ waveforms from the cache, 0 tokenised", caplog.text)
+    first, second = (json.loads((tmp_path / r / "eval-results.json").read_text()) for r in ("r1", "r2"))
+    assert second["benchmarks"] == first["benchmarks"]
+    assert written.stat().st_mtime_ns == stamp  # nothing new to write

@@ -2,9 +2,10 @@
 
 The model comes from a slamming checkpoint, an exported folder, the authors' format or a hub id
 (:func:`~slamming.models.loading.load_unit_lm`); its tokeniser from ``tokenizer`` or the folder the
-model records. Each waveform is tokenised alone (``encode`` of one file), so a score never depends
-on what else was in the batch; the two sides of every pair of a batch are then scored in one
-forward (:mod:`slamming.eval.likelihood`).
+model records. A batch's waveforms are tokenised together (``encode_batch``, which gives each
+waveform what ``encode`` of it alone gives), so a score never depends on what else was in the
+batch, and each distinct waveform once per tokeniser (``units_cache``); the two sides of every
+pair of a batch are then scored in one forward (:mod:`slamming.eval.likelihood`).
 
 At the end every benchmark's accuracies are logged as ``test/<benchmark>/accuracy`` (flat, the
 authors'), ``test/<benchmark>/zerospeech_accuracy`` (ZeroSpeech's voice-then-id average) and
@@ -33,6 +34,7 @@ from slamming.errors import SlammingError
 from slamming.eval.intervals import encode_outcomes
 from slamming.eval.likelihood import pair_outcomes, score_units, summarize_pairs
 from slamming.eval.precision import SCORING_DTYPE, check_dtype, scoring_model
+from slamming.eval.units_cache import UnitsCache
 from slamming.models.card import CARD_NAME, RESULTS_NAME, is_our_card, results_table, write_model_card
 from slamming.models.loading import load_unit_lm, resolve_newest
 from slamming.models.unit_lm import DTYPES
@@ -69,6 +71,10 @@ class PairEvaluation(pl.LightningModule):
             authors score), ``bfloat16`` or ``float16``; None keeps the stored dtype and scores
             under the trainer's precision.
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``; None keeps the model's.
+        units_cache: Folder of benchmark units per tokeniser (:class:`~slamming.eval.units_cache.UnitsCache`):
+            a waveform tokenised by one run is not tokenised again by the next with the same
+            tokeniser (e.g. scoring the aligned model after the pretrained one). None: units are
+            shared within the run only.
 
     Raises:
         SlammingError: no model, no tokeniser known, a tokeniser folder without readable centroids,
@@ -88,6 +94,7 @@ class PairEvaluation(pl.LightningModule):
         context_length: int | None = None,
         dtype: str | None = SCORING_DTYPE,
         attn_implementation: str | None = None,
+        units_cache: str | None = None,
     ) -> None:
         super().__init__()
         check_dtype(dtype, "model.init_args.dtype")
@@ -127,6 +134,7 @@ class PairEvaluation(pl.LightningModule):
                     "model.init_args.results_dir to another folder"
                 )
         self.tokenizer: Any = None
+        self.units: UnitsCache | None = None
         self.results: dict[str, Any] = {}
         #: Per benchmark, the ``(pairs, 2)`` scores of the positive and negative sides after a test
         #: (NaN where ``limit_test_batches`` left a pair unscored).
@@ -147,7 +155,11 @@ class PairEvaluation(pl.LightningModule):
     @staticmethod
     def _check_centroids(directory: Path, identity: dict[str, Any]) -> None:
         """Read the tokeniser's centroids now (a few MB), so a broken folder stops the run before the
-        data module builds anything; the tokeniser itself loads on the trainer's device at test start."""
+        data module builds anything; the tokeniser itself loads on the trainer's device at test start.
+        A phone tokeniser has no centroids: its recogniser (0.6M weights) is loaded and checked instead."""
+        if identity.get("kind") == "phone":
+            load_tokenizer(directory)
+            return
         kmeans = KMeans.load(directory / KMEANS_FILE)
         if kmeans.k != identity.get("k"):
             raise SlammingError(
@@ -181,12 +193,14 @@ class PairEvaluation(pl.LightningModule):
         # Loaded here, not in __init__, so that HuBERT lands on the device the trainer chose.
         self.tokenizer = load_tokenizer(self.tokenizer_dir, device=self.device)
         check_identity(self.tokenizer_identity, self.tokenizer.identity, f"tokeniser {self.tokenizer_dir}")
+        self.units = UnitsCache(self.hparams.units_cache, self.tokenizer.identity)
         self._scores = [np.full((len(b.pairs), 2), np.nan) for b in self.benchmarks]
         self._cut = [0] * len(self.benchmarks)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         waves = [*batch["positive"], *batch["negative"]]
-        units = [u for u, _ in self.tokenizer.encode_batch(waves)]  # each as encode() alone would give
+        assert self.units is not None  # made in on_test_start
+        units = self.units.encode(waves, self.tokenizer.encode_batch)
         with scoring_model(self.model, self.hparams.dtype) as model:
             scores, cut = score_units(
                 model,
@@ -227,6 +241,12 @@ class PairEvaluation(pl.LightningModule):
                         self.log(f"test/{bench.name}/{group}/{key}", values[key])
         if self.trainer.is_global_zero:
             self._write_results()
+            if self.units is not None:
+                saved = self.units.save()
+                rank_zero_info(
+                    f"benchmark units: {self.units.hits} waveforms from the cache, {self.units.misses} tokenised"
+                    + (f"; cache written to {self.units.path}" if saved else "")
+                )
 
     def _write_results(self) -> None:
         json_path, md_path = self.results_paths()

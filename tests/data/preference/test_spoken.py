@@ -433,3 +433,17 @@ def test_an_empty_training_split_names_what_emptied_it(tmp_path: Path) -> None:
         source="swag", text_file=str(looping), val_fraction=0.0, max_auto_bleu=None, cache_dir=str(tmp_path)
     )
     assert [t.prompt for t in dm.train_triples] == [PLANTED[0]] and dm.dropped_by_auto_bleu == []
+
+
+def test_contradictions_choose_the_share_of_story_triples_with_a_swapped_name(tmp_path: Path) -> None:
+    plain = SpokenPreferenceDataModule(num_train_triples=8, num_val_triples=4, cache_dir=str(tmp_path))
+    mixed = SpokenPreferenceDataModule(
+        num_train_triples=8, num_val_triples=4, contradictions=0.5, cache_dir=str(tmp_path)
+    )
+    assert plain.train_triples == story_triples(8, "train") and plain.val_triples == story_triples(4, "val")
+    assert mixed.train_triples == story_triples(8, "train", 0, 0.5)
+    assert mixed.val_triples == story_triples(4, "val", 0, 0.5)
+    assert sum(a != b for a, b in zip(plain.train_triples, mixed.train_triples, strict=True)) == 4
+    assert mixed.text_settings["train_sha256"] != plain.text_settings["train_sha256"]
+    with pytest.raises(SlammingError, match="share in"):
+        SpokenPreferenceDataModule(contradictions=2.0, cache_dir=str(tmp_path))

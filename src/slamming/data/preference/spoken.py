@@ -96,9 +96,10 @@ class SpokenPreferenceDataModule(PreferenceDataModule):
             text_file,
             num_train_triples,
             num_val_triples,
-            (story_seed, contradictions),
+            story_seed,
             val_fraction,
             swag_seed,
+            contradictions,
         )
         dropped: list[TextTriple] = []
         if max_auto_bleu is not None:
