@@ -386,24 +386,22 @@ def test_a_units_cache_spares_the_next_run_its_tokenising(
     from the cache the first one wrote, and scores exactly as if it had tokenised them."""
     root, _ = benchmarks
     cache = tmp_path / "units"
-    _test(
-        tmp_path / "a",
-        pretrained["ckpt"],
-        _specs(root),
-        units_cache=str(cache),
-        results_dir=str(tmp_path / "r1"),
-    )
+
+    def run(name: str, model: Path) -> None:
+        _test(
+            tmp_path / name,
+            model,
+            _specs(root),
+            units_cache=str(cache),
+            results_dir=str(tmp_path / f"r-{name}"),
+        )
+
+    run("a", pretrained["ckpt"])
     [written] = cache.glob("*.npz")
     stamp = written.stat().st_mtime_ns
     with caplog.at_level(logging.INFO):
-        _test(
-            tmp_path / "b",
-            pretrained["hf"],
-            _specs(root),
-            units_cache=str(cache),
-            results_dir=str(tmp_path / "r2"),
-        )
+        run("b", pretrained["hf"])
     assert re.search(r"benchmark units: \d+ waveforms from the cache, 0 tokenised", caplog.text)
-    first, second = (json.loads((tmp_path / r / "eval-results.json").read_text()) for r in ("r1", "r2"))
+    first, second = (json.loads((tmp_path / r / "eval-results.json").read_text()) for r in ("r-a", "r-b"))
     assert second["benchmarks"] == first["benchmarks"]
     assert written.stat().st_mtime_ns == stamp  # nothing new to write
