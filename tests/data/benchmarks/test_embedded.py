@@ -203,3 +203,54 @@ def test_build_speaks_every_pair_and_reuses(tmp_path: Path) -> None:
     assert (mine / "notes.txt").read_text() == "keep me"
     with pytest.raises(SlammingError, match="distinct"):
         build_embedded_benchmarks(tmp_path / "x", num_pairs=1, voices=("en-us", "en-us"), progress=False)
+
+
+def test_cloze_pairs_sets_only_the_cloze_counts(pairs: dict[str, list[TextPair]]) -> None:
+    more = embedded_pairs(20, seed=0, cloze_pairs=30)
+    assert {name: len(items) for name, items in more.items()} == {
+        "lexical": 20,
+        "syntactic": 20,
+        "topic_cloze": 30,
+        "spoken_cloze": 30,
+    }
+    # The same streams as without it: each count is a prefix of the longer list.
+    assert more["lexical"] == pairs["lexical"][:20] and more["syntactic"] == pairs["syntactic"][:20]
+    assert more["topic_cloze"] == pairs["topic_cloze"][:30]
+    assert more["spoken_cloze"] == pairs["spoken_cloze"][:30]
+    assert embedded_pairs(20, seed=0, cloze_pairs=20) == embedded_pairs(20, seed=0)
+
+
+def test_build_with_cloze_pairs(tmp_path: Path) -> None:
+    from slamming.data.benchmarks.datamodule import EmbeddedBenchmarkDataModule
+    from slamming.errors import ConfigError
+
+    # The folder of a build without cloze_pairs (or with it equal to num_pairs) keeps its old name,
+    # so the builds made before the option existed are reused.
+    plain = EmbeddedBenchmarkDataModule(cache_dir=str(tmp_path), num_pairs=2, voices=["en-us"])
+    same = EmbeddedBenchmarkDataModule(cache_dir=str(tmp_path), num_pairs=2, voices=["en-us"], cloze_pairs=2)
+    assert same.build_dir == plain.build_dir and plain.build_dir.name.startswith("n2-seed0-")
+    dm = EmbeddedBenchmarkDataModule(
+        cache_dir=str(tmp_path), num_pairs=2, voices=["en-us"], cloze_pairs=3, progress=False
+    )
+    assert dm.build_dir.name.startswith("n2-c3-seed0-") and dm.build_dir != plain.build_dir
+    dm.prepare_data()
+    dm.setup("test")
+    assert dm.benchmarks is not None
+    assert {b.name: len(b.pairs) for b in dm.benchmarks} == {
+        "lexical": 2,
+        "syntactic": 2,
+        "topic_cloze": 3,
+        "spoken_cloze": 3,
+    }
+    done = json.loads((dm.build_dir / "done.json").read_text())
+    assert done["settings"]["cloze_pairs"] == 3
+    assert (
+        "cloze_pairs"
+        not in build_embedded_benchmarks(
+            tmp_path / "plain", num_pairs=1, voices=["en-us"], cloze_pairs=1, progress=False
+        )["settings"]
+    )
+    with pytest.raises(ConfigError, match="cloze_pairs"):
+        EmbeddedBenchmarkDataModule(cache_dir=str(tmp_path), cloze_pairs=0)
+    with pytest.raises(SlammingError, match="cloze_pairs"):
+        build_embedded_benchmarks(tmp_path / "bad", num_pairs=1, voices=["en-us"], cloze_pairs=0)

@@ -195,10 +195,12 @@ class EmbeddedBenchmarkDataModule(_PairDataModule):
         context_length: Most ids a scored sequence may have (linked to the model); None: the model's
             ``max_position_embeddings``.
         max_pairs: Score only the first N pairs of each benchmark (a quick look); None: all.
+        cloze_pairs: Pairs of the topic and spoken cloze benchmarks, which are spoken in one voice
+            per pair (so 1,000 give a 95 % interval of about ±3 points); None: ``num_pairs``.
 
     Raises:
-        ConfigError: ``num_pairs``, ``tts_workers``, ``batch_size``, ``max_pairs`` or
-            ``sample_rate`` below 1, a negative ``seed``, or an empty list of voices.
+        ConfigError: ``num_pairs``, ``cloze_pairs``, ``tts_workers``, ``batch_size``, ``max_pairs``
+            or ``sample_rate`` below 1, a negative ``seed``, or an empty list of voices.
     """
 
     def __init__(
@@ -214,14 +216,16 @@ class EmbeddedBenchmarkDataModule(_PairDataModule):
         sample_rate: int = 16000,
         context_length: int | None = None,
         max_pairs: int | None = None,
+        cloze_pairs: int | None = None,
     ) -> None:
         from slamming.speech.tts import DEFAULT_VOICES
 
         super().__init__(batch_size, num_workers, sample_rate, context_length, max_pairs)
-        if num_pairs < 1 or tts_workers < 1 or seed < 0:
+        if num_pairs < 1 or tts_workers < 1 or seed < 0 or (cloze_pairs is not None and cloze_pairs < 1):
             raise ConfigError(
-                "data.num_pairs and data.tts_workers must be at least 1 and data.seed at least 0, got "
-                f"num_pairs={num_pairs}, tts_workers={tts_workers}, seed={seed}"
+                "data.num_pairs, data.cloze_pairs and data.tts_workers must be at least 1 and data.seed "
+                f"at least 0, got num_pairs={num_pairs}, cloze_pairs={cloze_pairs}, "
+                f"tts_workers={tts_workers}, seed={seed}"
             )
         if voices is not None and not voices:
             raise ConfigError(
@@ -230,9 +234,14 @@ class EmbeddedBenchmarkDataModule(_PairDataModule):
         self.voices = list(voices) if voices else list(DEFAULT_VOICES)
         self.num_pairs, self.seed, self.tts_workers = int(num_pairs), int(seed), int(tts_workers)
         self.progress = progress
+        self.cloze_pairs = None if cloze_pairs is None or cloze_pairs == num_pairs else int(cloze_pairs)
         # A list (no keys to sort): the same bytes as the json.dumps of the folders built before.
-        name = settings_key([num_pairs, self.voices, seed], length=12)
-        self.build_dir = Path(cache_dir) / f"n{num_pairs}-seed{seed}-{name}"
+        if self.cloze_pairs is None:
+            name = settings_key([num_pairs, self.voices, seed], length=12)
+            self.build_dir = Path(cache_dir) / f"n{num_pairs}-seed{seed}-{name}"
+        else:
+            name = settings_key([num_pairs, self.voices, seed, self.cloze_pairs], length=12)
+            self.build_dir = Path(cache_dir) / f"n{num_pairs}-c{self.cloze_pairs}-seed{seed}-{name}"
 
     def prepare_data(self) -> None:
         """Speak the benchmarks into :attr:`build_dir`, or reuse an earlier build of these settings."""
@@ -245,6 +254,7 @@ class EmbeddedBenchmarkDataModule(_PairDataModule):
             seed=self.seed,
             tts_workers=self.tts_workers,
             progress=self.progress,
+            cloze_pairs=self.cloze_pairs,
         )
         if summary.get("reused"):
             log.info("reusing the embedded benchmarks in %s", self.build_dir)

@@ -106,6 +106,7 @@ def build_embedded_benchmarks(
     progress: bool = True,
     rate_range: tuple[int, int] = DEFAULT_RATE_RANGE,
     pitch_range: tuple[int, int] = DEFAULT_PITCH_RANGE,
+    cloze_pairs: int | None = None,
 ) -> dict[str, Any]:
     """Speak the four embedded benchmarks into ``out_dir`` (layout in the module doc).
 
@@ -125,6 +126,7 @@ def build_embedded_benchmarks(
         progress: show a progress bar per benchmark.
         rate_range: inclusive words-per-minute range; a pair's two sides share one rate.
         pitch_range: inclusive espeak-ng pitch range; a pair's two sides share one pitch.
+        cloze_pairs: pairs of each cloze benchmark (one voice per pair); None: ``num_pairs``.
 
     Returns:
         The summary written to ``done.json`` plus ``"reused"``: whether an earlier build was reused.
@@ -133,10 +135,13 @@ def build_embedded_benchmarks(
         SlammingError: bad settings, espeak-ng missing or failing, or ``out_dir`` in the way.
     """
     out_dir = Path(out_dir)
-    if num_pairs < 1 or seed < 0:
-        raise SlammingError(f"num_pairs must be >= 1 and seed >= 0, got num_pairs={num_pairs}, seed={seed}")
+    if num_pairs < 1 or seed < 0 or (cloze_pairs is not None and cloze_pairs < 1):
+        raise SlammingError(
+            "num_pairs and cloze_pairs must be >= 1 and seed >= 0, got "
+            f"num_pairs={num_pairs}, cloze_pairs={cloze_pairs}, seed={seed}"
+        )
     voice_dirs = _voice_dirs(voices)
-    settings = {
+    settings: dict[str, Any] = {
         "build_version": BUILD_VERSION,
         "num_pairs": int(num_pairs),
         "voices": list(voices),
@@ -146,6 +151,8 @@ def build_embedded_benchmarks(
         "sample_rate": SAMPLE_RATE,
         "espeak": _espeak_version(),
     }
+    if cloze_pairs is not None and cloze_pairs != num_pairs:  # else the key of the builds before it
+        settings["cloze_pairs"] = int(cloze_pairs)
     key = settings_key(settings)
 
     def build() -> dict[str, Any]:
@@ -169,7 +176,8 @@ def _build(
     started = time.monotonic()
     with atomic_build(out_dir) as (partial, summary):
         stats = {}
-        for index, (name, pairs) in enumerate(embedded_pairs(num_pairs, seed).items()):
+        made = embedded_pairs(num_pairs, seed, settings.get("cloze_pairs"))
+        for index, (name, pairs) in enumerate(made.items()):
             # Both cloze benchmarks share one plan: their positives are the same stories, spoken alike.
             plan_seed = seed * len(BENCHMARKS) + min(index, BENCHMARKS.index("topic_cloze"))
             stats[name] = _speak(

@@ -289,7 +289,15 @@ def spoken_cloze_pairs(n: int, seed: int = 0) -> list[TextPair]:
     return pairs
 
 
-def embedded_pairs(num_pairs: int, seed: int = 0) -> dict[str, list[TextPair]]:
-    """The text pairs of every benchmark, by name (:data:`BENCHMARKS` order)."""
+def embedded_pairs(
+    num_pairs: int, seed: int = 0, cloze_pairs: int | None = None
+) -> dict[str, list[TextPair]]:
+    """The text pairs of every benchmark, by name (:data:`BENCHMARKS` order).
+
+    ``cloze_pairs`` sets how many pairs the two cloze benchmarks get (None: ``num_pairs``): they are
+    spoken in one voice per pair, so a tight interval needs more of them than the lexical and
+    syntactic ones, which are spoken in every voice.
+    """
     makers = (lexical_pairs, syntactic_pairs, topic_cloze_pairs, spoken_cloze_pairs)
-    return {name: make(num_pairs, seed) for name, make in zip(BENCHMARKS, makers, strict=True)}
+    counts = (num_pairs, num_pairs, *(2 * [num_pairs if cloze_pairs is None else cloze_pairs]))
+    return {name: make(n, seed) for name, make, n in zip(BENCHMARKS, makers, counts, strict=True)}
