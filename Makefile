@@ -8,11 +8,15 @@ export VENV
 setup:
 	@bash scripts/setup.sh
 
-demo: setup
-	$(BIN)/slamming fit --config configs/tiny/pretrain.yaml
-	$(BIN)/slamming fit --config configs/tiny/dpo.yaml
-	$(BIN)/slamming test --config configs/tiny/eval.yaml
-	$(BIN)/slamming test --config configs/tiny/eval.yaml --model.init_args.model 'runs/tiny-dpo/version_*/hf_model'
+# Each stage's wall-clock seconds go to runs/demo-stages.tsv; the report prints where the minutes went.
+STAGE := bash scripts/stage.sh
+demo:
+	@mkdir -p runs && rm -f runs/demo-stages.tsv
+	@$(STAGE) setup bash scripts/setup.sh
+	$(STAGE) pretraining $(BIN)/slamming fit --config configs/tiny/pretrain.yaml
+	$(STAGE) dpo $(BIN)/slamming fit --config configs/tiny/dpo.yaml
+	$(STAGE) "evaluation (pretrained)" $(BIN)/slamming test --config configs/tiny/eval.yaml
+	$(STAGE) "evaluation (after DPO)" $(BIN)/slamming test --config configs/tiny/eval.yaml --model.init_args.model 'runs/tiny-dpo/version_*/hf_model'
 	$(BIN)/python scripts/demo_report.py
 
 test: setup

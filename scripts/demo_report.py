@@ -165,6 +165,27 @@ def _difference(before: dict, after: dict) -> str:
     return f"{100 * mean:+.2f} [{100 * low:+.1f}, {100 * high:+.1f}]{mark}"
 
 
+def report_stages(path: Path) -> None:
+    """Print the seconds of each ``make demo`` stage recorded by scripts/stage.sh, and their sum."""
+    if not path.is_file():
+        return
+    stages = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, _, seconds = line.rpartition("\t")
+        if name and seconds.isdigit():
+            stages.append((name, int(seconds)))
+    if not stages:
+        return
+    total = sum(seconds for _, seconds in stages)
+    print(f"\nwhere the minutes went ({path}):")
+    width = max(len(name) for name, _ in stages)
+    for name, seconds in stages:
+        print(
+            f"  {name:<{width}}  {seconds // 60:2d} min {seconds % 60:02d} s  {100 * seconds / max(total, 1):3.0f} %"
+        )
+    print(f"  {'total':<{width}}  {total // 60:2d} min {total % 60:02d} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -181,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         ok = report_dpo(dpo) and ok
     report_benchmarks({"pretrained": run, **({"after DPO": dpo} if dpo is not None else {})})
+    if args.run is None:  # the stages of `make demo`, which made the newest runs
+        report_stages(Path("runs/demo-stages.tsv"))
     return 0 if ok else 1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,22 @@ def test_table_prints_intervals_and_marks_a_difference_that_excludes_zero(tmp_pa
         assert f"{100 * mean:+.2f} [{100 * low:+.1f}, {100 * high:+.1f}]" in lines[name]
     assert after["topic"].mean() == pytest.approx(before["topic"].mean() + 0.15)
     assert lines["topic"].endswith("*") and not lines["spoken"].endswith("*")
+
+
+def test_stage_times_are_recorded_and_reported(tmp_path: Path, capsys) -> None:
+    stage = SCRIPT.parent / "stage.sh"
+    subprocess.run(["bash", str(stage), "evaluation (pretrained)", "sleep", "1"], cwd=tmp_path, check=True)
+    subprocess.run(["bash", str(stage), "dpo", "true"], cwd=tmp_path, check=True)
+    # A failing stage fails `make demo` and records nothing.
+    failed = subprocess.run(["bash", str(stage), "broken", "false"], cwd=tmp_path)
+    assert failed.returncode != 0
+    tsv = tmp_path / "runs" / "demo-stages.tsv"
+    rows = [line.split("\t") for line in tsv.read_text().splitlines()]
+    assert [name for name, _ in rows] == ["evaluation (pretrained)", "dpo"]
+    assert 1 <= int(rows[0][1]) <= 5 and 0 <= int(rows[1][1]) <= 4
+    tsv.write_text("setup\t65\npretraining\t535\nnot a row\n")
+    _report_module().report_stages(tsv)
+    out = capsys.readouterr().out
+    assert "setup         1 min 05 s   11 %" in out
+    assert "pretraining   8 min 55 s   89 %" in out
+    assert "total        10 min 00 s" in out
