@@ -33,7 +33,8 @@ from tests.tasks.test_evaluate import SMALL_SPEECH, K, _specs, _test, benchmarks
 
 def test_scores_every_n_steps_and_equals_slamming_test(tmp_path: Path, benchmarks: tuple) -> None:  # noqa: F811
     root, _ = benchmarks
-    specs = _specs(root)[:3]  # sWUGGY, sBLIMP, sSC
+    specs = _specs(root)[:3]  # sWUGGY, sBLIMP, sSC, and sSC's stories with a shared prefix
+    specs.append({"kind": "manifest", "path": str(root / "prefixed.jsonl"), "name": "prefixed"})
     callback = {
         "class_path": "slamming.callbacks.BenchmarkEvaluation",
         "init_args": {"benchmarks": specs, "every_n_steps": 2, "batch_size": 3},
@@ -60,7 +61,7 @@ def test_scores_every_n_steps_and_equals_slamming_test(tmp_path: Path, benchmark
     (ckpt,) = (run / "checkpoints").glob("*.ckpt")
     _test(tmp_path / "eval", ckpt, specs)
     results = json.loads((ckpt.parent / "eval-results.json").read_text())["benchmarks"]
-    for name in ("sWUGGY", "sBLIMP", "sSC"):
+    for name in ("sWUGGY", "sBLIMP", "sSC", "prefixed"):
         assert logged[f"bench/{name}/accuracy"][4] == pytest.approx(results[name]["accuracy"], abs=1e-6), name
     assert logged["bench/sWUGGY/zerospeech_accuracy"][4] == pytest.approx(
         results["sWUGGY"]["zerospeech_accuracy"], abs=1e-6

@@ -113,10 +113,17 @@ def benchmarks(tmp_path_factory: pytest.TempPathFactory, engine: EspeakEngine) -
         ("The cat sat down.", "It fell asleep.", "It flew to Mars."),
         ("Tom was hungry.", "He ate.", "He sang."),
     ]
+    prefixed = []
     for i, (prefix, good, bad) in enumerate(stories):
         pos = _say(engine, root / "ssc" / f"{i}_correct.wav", f"{prefix} {good}", US)
         neg = _say(engine, root / "ssc" / f"{i}_incorrect.wav", f"{prefix} {bad}", US)
         truths.append(Truth("sSC", str(i), pos, neg))
+        # The same stories with the beginning spoken once (as the embedded cloze benchmarks are).
+        sides = {"prefix": prefix, "positive": good, "negative": bad}
+        prefixed.append(
+            {k: str(_say(engine, root / "pre" / f"{i}_{k}.wav", t, US)) for k, t in sides.items()}
+        )
+    (root / "prefixed.jsonl").write_text("\n".join(json.dumps(x) for x in prefixed) + "\n")
     for part in ("speaker_consistency", "gender_consistency"):
         for i, text in enumerate(("a quiet morning", "the red house")):
             pos = _say(engine, root / "salmon" / part / f"sample_{i}_0.wav", text, US)
@@ -405,3 +412,71 @@ def test_a_units_cache_spares_the_next_run_its_tokenising(
     first, second = (json.loads((tmp_path / r / "eval-results.json").read_text()) for r in ("r-a", "r-b"))
     assert second["benchmarks"] == first["benchmarks"]
     assert written.stat().st_mtime_ns == stamp  # nothing new to write
+
+
+def test_a_prefix_is_scored_before_each_side(
+    tmp_path: Path, pretrained: dict[str, Path], engine: EspeakEngine
+) -> None:
+    """A manifest row with a ``prefix``: each side is scored as the prefix's units followed by its
+    own (a repeated unit at the junction collapsed, as the tokeniser collapses runs), by hand here."""
+    stories = [
+        ("The cat sat down. Then it looked around.", "It fell asleep.", "It flew to Mars."),
+        ("Tom was hungry.", "He ate a big red apple.", "He sang."),
+        ("Mia went to the park.", "Mia played with the ball.", "Ben played with the ball."),
+    ]
+    rows = []
+    for i, (prefix, good, bad) in enumerate(stories):
+        paths = {
+            side: _say(engine, tmp_path / f"{i}_{side}.wav", text, US)
+            for side, text in (("prefix", prefix), ("positive", good), ("negative", bad))
+        }
+        rows.append({**{side: path.name for side, path in paths.items()}, "id": str(i)})
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    _test(
+        tmp_path,
+        pretrained["ckpt"],
+        [{"kind": "manifest", "path": str(tmp_path / "m.jsonl"), "name": "p"}],
+        results_dir=str(tmp_path / "r"),
+        units_cache=str(tmp_path / "units"),
+    )
+
+    loaded = load_unit_lm(pretrained["ckpt"])
+    tokenizer = load_tokenizer(loaded.tokenizer_dir)
+    assert tokenizer.identity["dedup"] is True
+
+    def score(units: np.ndarray) -> float:
+        ids = torch.tensor([1, *(int(u) + 2 for u in units), 1])
+        with torch.no_grad():
+            logps = torch.log_softmax(loaded.model(input_ids=ids[None]).logits[0].double(), -1)
+        return float(logps[torch.arange(len(ids) - 1), ids[1:]].mean())
+
+    outcomes = []
+    for row in rows:
+        head, pos, neg = (
+            tokenizer.encode(read_audio(tmp_path / row[s]))[0] for s in ("prefix", "positive", "negative")
+        )
+        joined = []
+        for side in (pos, neg):
+            side = side[1:] if len(side) and side[0] == head[-1] else side
+            joined.append(np.concatenate([head, side]))
+        a, b = score(joined[0]), score(joined[1])
+        outcomes.append(1.0 if a > b else 0.5 if a == b else 0.0)
+    results = json.loads((tmp_path / "r" / "eval-results.json").read_text())["benchmarks"]["p"]
+    assert results["pairs"] == 3
+    assert results["accuracy"] == pytest.approx(float(np.mean(outcomes)), abs=1e-12)
+    assert results["outcomes"] == "".join({1.0: "1", 0.0: "0", 0.5: "="}[o] for o in outcomes)
+    # Three prefixes and six endings were tokenised, each once.
+    [cache] = (tmp_path / "units").glob("*.npz")
+    assert len(np.load(cache)["digests"]) == 9
+
+
+def test_join_units_collapses_a_repeat_at_the_junction() -> None:
+    from slamming.eval.likelihood import join_units
+
+    head = np.array([3, 4, 5], dtype=np.uint16)
+    assert join_units(head, np.array([5, 6], dtype=np.uint16), dedup=True).tolist() == [3, 4, 5, 6]
+    assert join_units(head, np.array([5, 6], dtype=np.uint16), dedup=False).tolist() == [3, 4, 5, 5, 6]
+    assert join_units(head, np.array([7], dtype=np.uint16), dedup=True).tolist() == [3, 4, 5, 7]
+    empty = np.zeros(0, dtype=np.uint16)
+    assert join_units(empty, head, dedup=True).tolist() == [3, 4, 5]
+    assert join_units(head, empty, dedup=True).dtype == np.uint16

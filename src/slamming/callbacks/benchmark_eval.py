@@ -48,7 +48,7 @@ from slamming.callbacks.budget import ComputeBudget
 from slamming.contracts import HFModelHolder, TokenizerRecord, require
 from slamming.data.benchmarks.readers import PairBenchmark, load_benchmarks
 from slamming.errors import SlammingError
-from slamming.eval.likelihood import pair_outcomes, score_units, summarize_pairs
+from slamming.eval.likelihood import join_units, pair_outcomes, score_units, summarize_pairs
 from slamming.eval.precision import SCORING_DTYPE, check_dtype, scoring_model
 from slamming.speech.audio import read_audio
 from slamming.speech.tokenizers import check_identity, load_tokenizer
@@ -137,9 +137,13 @@ class BenchmarkEvaluation(Callback):
                 benchmarks.append(
                     PairBenchmark(bench.name, bench.kind, bench.path, list(pairs), bench.skipped)
                 )
-        # Every file once, in a fixed order: each benchmark's positives, then its negatives.
+        # Every file once, in a fixed order: each benchmark's positives, its negatives, then the
+        # prefixes of the pairs that have one (their units go in front of both sides').
         paths = [
-            path for bench in benchmarks for side in ("positive", "negative") for path in _sides(bench, side)
+            path
+            for bench in benchmarks
+            for side in ("positive", "negative", "prefix")
+            for path in _sides(bench, side)
         ]
         rank, world = _rank_and_world(trainer)
         mine = range(rank, len(paths), world)
@@ -155,10 +159,18 @@ class BenchmarkEvaluation(Callback):
                 units[i] = unit
         self._units = []
         offset = 0
+        dedup = bool(tokenizer.identity.get("dedup", True))
         for bench in benchmarks:
             n = len(bench.pairs)
-            self._units.append((bench, units[offset : offset + n], units[offset + n : offset + 2 * n]))
+            positives, negatives = units[offset : offset + n], units[offset + n : offset + 2 * n]
             offset += 2 * n
+            for i, pair in enumerate(bench.pairs):
+                if pair.prefix is not None:
+                    head = units[offset]
+                    offset += 1
+                    positives[i] = join_units(head, positives[i], dedup)
+                    negatives[i] = join_units(head, negatives[i], dedup)
+            self._units.append((bench, positives, negatives))
         sizes = ", ".join(f"{b.name} {len(b.pairs)}" for b, _, _ in self._units)
         share = f" (this rank {len(mine)} of {len(paths)} files)" if world > 1 else ""
         rank_zero_info(
@@ -268,8 +280,9 @@ class BenchmarkEvaluation(Callback):
 
 
 def _sides(bench: PairBenchmark, side: str) -> list[Path]:
-    """The audio files of one side (``positive`` or ``negative``) of every pair, in pair order."""
-    return [getattr(pair, side) for pair in bench.pairs]
+    """The audio files of one side (``positive``, ``negative`` or ``prefix``) of every pair that has
+    it, in pair order."""
+    return [path for pair in bench.pairs if (path := getattr(pair, side)) is not None]
 
 
 def _document_length(units: np.ndarray, max_length: int | None) -> int:

@@ -175,3 +175,11 @@ def summarize_pairs(
                 outcomes[picked], [ids[i] for i in picked], [""] * len(picked), zerospeech
             )
     return result
+
+
+def join_units(head: np.ndarray, tail: np.ndarray, dedup: bool) -> np.ndarray:
+    """``head``'s units followed by ``tail``'s, as one utterance's: with ``dedup``, a ``tail`` starting
+    with ``head``'s last unit loses that first unit (its run would have merged into ``head``'s)."""
+    if dedup and len(head) and len(tail) and head[-1] == tail[0]:
+        tail = tail[1:]
+    return np.concatenate([head, tail])

@@ -5,7 +5,10 @@ The model comes from a slamming checkpoint, an exported folder, the authors' for
 model records. A batch's waveforms are tokenised together (``encode_batch``, which gives each
 waveform what ``encode`` of it alone gives), so a score never depends on what else was in the
 batch, and each distinct waveform once per tokeniser (``units_cache``); the two sides of every
-pair of a batch are then scored in one forward (:mod:`slamming.eval.likelihood`).
+pair of a batch are then scored in one forward (:mod:`slamming.eval.likelihood`). A pair with a
+``prefix`` (a story's beginning, its sides two endings) is scored on the prefix's units followed by
+each side's, as the units of one utterance: where the tokeniser collapses repeats, a side's first
+unit that repeats the prefix's last is dropped.
 
 At the end every benchmark's accuracies are logged as ``test/<benchmark>/accuracy`` (flat, the
 authors'), ``test/<benchmark>/zerospeech_accuracy`` (ZeroSpeech's voice-then-id average) and
@@ -32,7 +35,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from slamming.atomic import write_text_atomic
 from slamming.errors import SlammingError
 from slamming.eval.intervals import encode_outcomes
-from slamming.eval.likelihood import pair_outcomes, score_units, summarize_pairs
+from slamming.eval.likelihood import join_units, pair_outcomes, score_units, summarize_pairs
 from slamming.eval.precision import SCORING_DTYPE, check_dtype, scoring_model
 from slamming.eval.units_cache import UnitsCache
 from slamming.models.card import CARD_NAME, RESULTS_NAME, is_our_card, results_table, write_model_card
@@ -198,9 +201,18 @@ class PairEvaluation(pl.LightningModule):
         self._cut = [0] * len(self.benchmarks)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        waves = [*batch["positive"], *batch["negative"]]
+        n = len(batch["positive"])
+        prefixes = batch.get("prefix") or [None] * n
+        shared = [i for i, wav in enumerate(prefixes) if wav is not None]
+        waves = [*batch["positive"], *batch["negative"], *(prefixes[i] for i in shared)]
         assert self.units is not None  # made in on_test_start
         units = self.units.encode(waves, self.tokenizer.encode_batch)
+        dedup = bool(self.tokenizer.identity.get("dedup", True))
+        for j, i in enumerate(shared):
+            head = units[2 * n + j]
+            for side in (i, n + i):
+                units[side] = join_units(head, units[side], dedup)
+        units = units[: 2 * n]
         with scoring_model(self.model, self.hparams.dtype) as model:
             scores, cut = score_units(
                 model,
@@ -209,7 +221,6 @@ class PairEvaluation(pl.LightningModule):
                 batch_size=self.hparams.batch_size,
                 max_length=self.max_length,
             )
-        n = len(batch["positive"])
         index = batch["index"].cpu().numpy()
         self._scores[dataloader_idx][index, 0] = scores[:n].numpy()
         self._scores[dataloader_idx][index, 1] = scores[n:].numpy()

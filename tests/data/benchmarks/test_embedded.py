@@ -16,6 +16,7 @@ from slamming.data.benchmarks.embedded import (
     build_embedded_benchmarks,
     embedded_pairs,
     lexical_pairs,
+    split_beginning,
     spoken_cloze_pairs,
     syntactic_pairs,
     topic_cloze_pairs,
@@ -163,11 +164,17 @@ def test_build_speaks_every_pair_and_reuses(tmp_path: Path) -> None:
         assert len(rows) == expected_rows[name] == done["benchmarks"][name]["rows"]
         texts = [json.loads(line) for line in (out / name / "texts.jsonl").read_text().splitlines()]
         assert [t["id"] for t in texts] == list(dict.fromkeys(r["id"] for r in rows))
+        cloze = name in ("topic_cloze", "spoken_cloze")
+        sides = ("prefix", "positive", "negative") if cloze else ("positive", "negative")
         for row in rows:
-            assert set(row) == {"positive", "negative", "id", "group", "voice"}
-            for side in ("positive", "negative"):
+            assert set(row) == {*sides, "id", "group", "voice"}
+            for side in sides:
                 info = sf.info(str(out / name / row[side]))
                 assert (info.samplerate, info.channels) == (16000, 1) and info.frames > 1000, row
+        if cloze:  # the beginning is spoken once; each side is an ending, shorter than it
+            row = rows[0]
+            prefix, pos, neg = (sf.info(str(out / name / row[side])).frames for side in sides)
+            assert prefix > pos and prefix > neg
         if name in ("lexical", "syntactic"):  # every pair in every voice, one id across voices
             by_id = Counter(r["id"] for r in rows)
             assert set(by_id.values()) == {2}
@@ -254,3 +261,16 @@ def test_build_with_cloze_pairs(tmp_path: Path) -> None:
         EmbeddedBenchmarkDataModule(cache_dir=str(tmp_path), cloze_pairs=0)
     with pytest.raises(SlammingError, match="cloze_pairs"):
         build_embedded_benchmarks(tmp_path / "bad", num_pairs=1, voices=["en-us"], cloze_pairs=0)
+
+
+def test_split_beginning_shares_whole_sentences(pairs: dict[str, list[TextPair]]) -> None:
+    for name in ("topic_cloze", "spoken_cloze"):
+        for p in pairs[name][:50]:
+            beginning, pos, neg = split_beginning(p.positive, p.negative)
+            assert f"{beginning} {pos}" == p.positive and f"{beginning} {neg}" == p.negative
+            assert pos != neg and pos.count(". ") == 0  # one ending sentence each
+    assert split_beginning("A b. C d! E f.", "A b. C d! G h.") == ("A b. C d!", "E f.", "G h.")
+    # Never the whole of a text, even when one text is the other's beginning.
+    assert split_beginning("A b. C d.", "A b. C d. E f.") == ("A b.", "C d.", "C d. E f.")
+    with pytest.raises(SlammingError, match="share no first sentence"):
+        split_beginning("A b. C d.", "X y. C d.")

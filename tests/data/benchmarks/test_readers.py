@@ -160,6 +160,26 @@ def test_manifests_jsonl_and_csv(tmp_path: Path) -> None:
         load_benchmarks({"kind": "manifest", "path": str(tmp_path / "bad.jsonl")})
 
 
+def test_a_manifest_prefix_is_read_and_served(tmp_path: Path) -> None:
+    tone(tmp_path / "p.wav", 300)
+    tone(tmp_path / "n.wav", 400)
+    tone(tmp_path / "pre.wav", 500, seconds=0.4)
+    rows = [
+        {"positive": "p.wav", "negative": "n.wav", "prefix": "pre.wav"},
+        {"positive": "n.wav", "negative": "p.wav"},
+    ]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in rows) + "\n")
+    (bench,) = load_benchmarks({"kind": "manifest", "path": str(tmp_path / "m.jsonl")})
+    assert [p.prefix for p in bench.pairs] == [tmp_path / "pre.wav", None]
+    dm = PairBenchmarkDataModule([{"kind": "manifest", "path": str(tmp_path / "m.jsonl")}], batch_size=2)
+    (batch,) = list(dm.test_dataloader()[0])
+    assert batch["prefix"][0].shape[-1] == 6400 and batch["prefix"][1] is None
+    assert [w.shape[-1] for w in batch["positive"]] == [3200, 3200]
+    (tmp_path / "bad.jsonl").write_text('{"positive": "p.wav", "negative": "n.wav", "prefix": "gone.wav"}\n')
+    with pytest.raises(SlammingError, match="bad.jsonl line 1 names .*gone.wav, which does not exist"):
+        load_benchmarks({"kind": "manifest", "path": str(tmp_path / "bad.jsonl")})
+
+
 def test_bad_specs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SlammingError, match="kind 'zerospeech'; a benchmark is"):
         load_benchmarks({"kind": "zerospeech", "path": str(tmp_path)})

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class PairAudioDataset(Dataset):
-    """The pairs of one benchmark as waveforms: ``{"index", "positive", "negative"}``.
+    """The pairs of one benchmark as waveforms: ``{"index", "positive", "negative", "prefix"}``.
 
     Args:
         pairs: The pairs.
@@ -48,15 +48,18 @@ class PairAudioDataset(Dataset):
             "index": index,
             "positive": read_audio(pair.positive, self.sample_rate),
             "negative": read_audio(pair.negative, self.sample_rate),
+            "prefix": None if pair.prefix is None else read_audio(pair.prefix, self.sample_rate),
         }
 
 
 def collate_pairs(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Keep waveforms as lists: each is tokenised alone, so they are never padded together."""
+    """Keep waveforms as lists: each is tokenised alone, so they are never padded together.
+    ``prefix`` holds each pair's shared beginning, or None."""
     return {
         "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
         "positive": [item["positive"] for item in items],
         "negative": [item["negative"] for item in items],
+        "prefix": [item.get("prefix") for item in items],
     }
 
 

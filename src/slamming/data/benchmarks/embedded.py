@@ -4,22 +4,22 @@
 (``lexical``, ``syntactic``, ``topic_cloze``, ``spoken_cloze``), the generic pair manifest the
 benchmark reader takes::
 
-    <out_dir>/<benchmark>/manifest.jsonl   {"positive", "negative", "id", "group", "voice"} per line,
-                                           wav paths relative to the manifest's folder
+    <out_dir>/<benchmark>/manifest.jsonl   {"positive", "negative", "id", "group", "voice"} per line
+                                           (and "prefix" for the cloze benchmarks), wav paths
+                                           relative to the manifest's folder
     <out_dir>/<benchmark>/texts.jsonl      {"id", "group", "positive", "negative"}: what was said
-    <out_dir>/<benchmark>/wav/<voice>/     <id>_pos.wav, <id>_neg.wav (16 kHz mono PCM-16)
+    <out_dir>/<benchmark>/wav/<voice>/     <id>_pos.wav, <id>_neg.wav (and <id>_pre.wav) (16 kHz mono PCM-16)
     <out_dir>/done.json                    settings, their key, counts, hours of speech
 
 The two sides of a pair share voice, rate and pitch, so only their content differs. Lexical and
 syntactic pairs are short and spoken in every voice, sharing their ``id`` across voices as in
-ZeroSpeech; the cloze pairs are whole stories, spoken once each in one voice (pair ``i`` in voice
-``i mod len(voices)``), as the real ones are single-speaker, and both cloze benchmarks speak a story's
-positive alike. The default voices and ranges are those of ``configs/tiny/pretrain.yaml``, so the
-benchmarks sound like the embedded training data.
-
-With the defaults (400 pairs, 4 voices) the build holds 1,600 lexical and 1,600 syntactic rows and
-400 rows of each cloze benchmark: 12 h of speech (8 h of it the two cloze sets), 1.3 GB of wavs,
-built in about 3 minutes on 2 CPU cores (measured 2026-11-29).
+ZeroSpeech; the cloze pairs are stories, each in one voice (pair ``i`` in voice ``i mod
+len(voices)``), as the real ones are single-speaker, and both cloze benchmarks speak a story's
+positive alike. A cloze pair's two texts differ only in the last sentence, so the sentences before
+it are spoken once as the pair's ``prefix`` and the two endings apart: the sides' units are the
+prefix's followed by the ending's (:class:`~slamming.tasks.PairEvaluation`), identical up to the
+ending, at less than half the speech to synthesise and tokenise. The default voices and ranges are
+those of ``configs/tiny/pretrain.yaml``, so the benchmarks sound like the embedded training data.
 """
 
 from __future__ import annotations
@@ -61,19 +61,39 @@ __all__ = [
     "build_embedded_benchmarks",
     "embedded_pairs",
     "lexical_pairs",
+    "split_beginning",
     "spoken_cloze_pairs",
     "syntactic_pairs",
     "topic_cloze_pairs",
 ]
 
 #: Bump when the output changes for the same settings (a cached build then no longer matches).
-BUILD_VERSION = 1
+BUILD_VERSION = 2  # 2: the cloze pairs' shared beginning spoken once, as their prefix
 #: The speaking ranges of configs/tiny/pretrain.yaml, so the benchmarks sound like the training data.
 DEFAULT_RATE_RANGE = (150, 190)
 DEFAULT_PITCH_RANGE = (35, 65)
 SAMPLE_RATE = 16000
 # Benchmarks spoken in every voice; the others get one voice per pair.
 _EVERY_VOICE = frozenset({"lexical", "syntactic"})
+# Benchmarks whose pairs share all sentences but the last: that beginning is spoken once.
+_SHARED_BEGINNING = frozenset({"topic_cloze", "spoken_cloze"})
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_beginning(positive: str, negative: str) -> tuple[str, str, str]:
+    """``(beginning, positive ending, negative ending)``: the whole sentences both texts start with
+    (never all of either), and what follows them in each.
+
+    Raises:
+        SlammingError: the texts share no first sentence, so there is no beginning to share.
+    """
+    a, b = _SENTENCE_END.split(positive), _SENTENCE_END.split(negative)
+    k = 0
+    while k < min(len(a), len(b)) - 1 and a[k] == b[k]:
+        k += 1
+    if k == 0:
+        raise SlammingError(f"the two sides share no first sentence: {positive[:60]!r} / {negative[:60]!r}")
+    return " ".join(a[:k]), " ".join(a[k:]), " ".join(b[k:])
 
 
 def _espeak_version() -> str:
@@ -233,25 +253,31 @@ def _speak(
     else:
         rows = [(pair, voices[i % len(voices)]) for i, pair in enumerate(pairs)]
     plans = plan_jobs([pair.positive for pair, _ in rows], engine, plan_seed)
+    shared = name in _SHARED_BEGINNING
+    sides = ("prefix", "positive", "negative") if shared else ("positive", "negative")
     jobs = []
     for (pair, voice), plan in zip(rows, plans, strict=True):
-        jobs += [
-            dataclasses.replace(plan, voice=voice),
-            dataclasses.replace(plan, voice=voice, text=pair.negative),
-        ]
+        texts = split_beginning(pair.positive, pair.negative) if shared else (pair.positive, pair.negative)
+        jobs += [dataclasses.replace(plan, voice=voice, text=text) for text in texts]
     folder.mkdir(parents=True)
     with (folder / "texts.jsonl").open("w", encoding="utf-8") as texts:
         for pair in pairs:
             texts.write(json.dumps(dataclasses.asdict(pair)) + "\n")
     samples = 0
     stream = speak_groups(
-        engine, jobs, desc=f"Speaking {name}", group=2, unit="pair", workers=workers, progress=progress
+        engine,
+        jobs,
+        desc=f"Speaking {name}",
+        group=len(sides),
+        unit="pair",
+        workers=workers,
+        progress=progress,
     )
     try:
         with (folder / "manifest.jsonl").open("w", encoding="utf-8") as manifest:
             for (pair, voice), spoken in zip(rows, stream, strict=True):
                 entry = {"id": pair.id, "group": pair.group, "voice": voice}
-                for side, said in zip(("positive", "negative"), spoken, strict=True):
+                for side, said in zip(sides, spoken, strict=True):
                     relative = f"wav/{voice_dirs[voice]}/{pair.id}_{side[:3]}.wav"
                     write_wav(folder / relative, said.wav, SAMPLE_RATE)
                     samples += said.wav.shape[-1]

@@ -23,7 +23,8 @@ Accepted layouts (``kind`` in a benchmark spec, see :func:`load_benchmarks`):
   benchmark per part, ``parts`` naming which (default: every part folder).
 - ``manifest``: a ``.jsonl`` (one object a line) or ``.csv`` (with a header) with ``positive`` and
   ``negative`` audio paths (relative to the manifest's folder unless absolute) and optional ``id``,
-  ``voice`` and ``group``.
+  ``voice``, ``group`` and ``prefix``: audio heard before either side (a story's shared beginning,
+  whose two endings are then the sides), tokenised apart and put in front of both sides' units.
 
 Incomplete pairs (a ``gold.csv`` id/voice with only one side, a ``_correct`` without its
 ``_incorrect``, a SALMon sample with one option) are skipped and counted in
@@ -64,6 +65,7 @@ class Pair:
         id: The item the pair belongs to (ZeroSpeech ``id``, story base name, SALMon index).
         voice: The speaker (ZeroSpeech ``voice``), or "".
         group: The reporting group (sBLIMP ``type``, sWUGGY ``oov``/``in-vocabulary``), or "".
+        prefix: Audio both sides continue (their units follow its units), or None.
     """
 
     positive: Path
@@ -71,6 +73,7 @@ class Pair:
     id: str
     voice: str = ""
     group: str = ""
+    prefix: Path | None = None
 
 
 @dataclass
@@ -228,7 +231,9 @@ def _manifest_rows(path: Path) -> list[tuple[dict[str, Any], int]]:
 
 
 def _read_manifest(path: Path, name: str) -> PairBenchmark:
-    expected = "a .jsonl or .csv manifest with positive and negative audio paths (optional id, voice, group)"
+    expected = (
+        "a .jsonl or .csv manifest with positive and negative audio paths (optional id, voice, group, prefix)"
+    )
     if not path.is_file() or path.suffix not in (".jsonl", ".csv"):
         raise SlammingError(f"{path} is not a file ending .jsonl or .csv; expected {expected}")
     pairs = []
@@ -237,6 +242,7 @@ def _read_manifest(path: Path, name: str) -> PairBenchmark:
         if not row.get("positive") or not row.get("negative"):
             raise SlammingError(f"{where} lacks positive or negative; expected {expected}")
         pos, neg = (path.parent / str(row[key]) for key in ("positive", "negative"))
+        prefix = _existing(path.parent / str(row["prefix"]), where) if row.get("prefix") else None
         pairs.append(
             Pair(
                 _existing(pos, where),
@@ -244,6 +250,7 @@ def _read_manifest(path: Path, name: str) -> PairBenchmark:
                 str(row.get("id") or line),
                 str(row.get("voice") or ""),
                 str(row.get("group") or ""),
+                prefix,
             )
         )
     if not pairs:
