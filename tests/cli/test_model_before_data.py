@@ -89,8 +89,8 @@ def test_bad_benchmark_settings_are_one_line_before_the_model_loads(
     missing = tmp_path / "no-model"  # never read: the data settings are refused first
     line = refused(capsys, _tiny_eval(tmp_path, missing, "--data.init_args.tts_workers", "0"))
     assert line == (
-        "slamming: error: data.num_pairs and data.tts_workers must be at least 1 and data.seed at least 0, "
-        "got num_pairs=2, tts_workers=0, seed=0"
+        "slamming: error: data.num_pairs, data.cloze_pairs and data.tts_workers must be at least 1 and "
+        "data.seed at least 0, got num_pairs=2, cloze_pairs=1000, tts_workers=0, seed=0"
     )
     line = refused(capsys, _tiny_eval(tmp_path, missing, "--data.init_args.voices", "[]"))
     assert line == (

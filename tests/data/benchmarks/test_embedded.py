@@ -231,8 +231,7 @@ def test_build_with_cloze_pairs(tmp_path: Path) -> None:
     from slamming.data.benchmarks.datamodule import EmbeddedBenchmarkDataModule
     from slamming.errors import ConfigError
 
-    # The folder of a build without cloze_pairs (or with it equal to num_pairs) keeps its old name,
-    # so the builds made before the option existed are reused.
+    # cloze_pairs equal to num_pairs is the build without it.
     plain = EmbeddedBenchmarkDataModule(cache_dir=str(tmp_path), num_pairs=2, voices=["en-us"])
     same = EmbeddedBenchmarkDataModule(cache_dir=str(tmp_path), num_pairs=2, voices=["en-us"], cloze_pairs=2)
     assert same.build_dir == plain.build_dir and plain.build_dir.name.startswith("n2-seed0-")

@@ -221,6 +221,7 @@ class EmbeddedBenchmarkDataModule(_PairDataModule):
         max_pairs: int | None = None,
         cloze_pairs: int | None = None,
     ) -> None:
+        from slamming.data.benchmarks.embedded import BUILD_VERSION
         from slamming.speech.tts import DEFAULT_VOICES
 
         super().__init__(batch_size, num_workers, sample_rate, context_length, max_pairs)
@@ -238,13 +239,11 @@ class EmbeddedBenchmarkDataModule(_PairDataModule):
         self.num_pairs, self.seed, self.tts_workers = int(num_pairs), int(seed), int(tts_workers)
         self.progress = progress
         self.cloze_pairs = None if cloze_pairs is None or cloze_pairs == num_pairs else int(cloze_pairs)
-        # A list (no keys to sort): the same bytes as the json.dumps of the folders built before.
-        if self.cloze_pairs is None:
-            name = settings_key([num_pairs, self.voices, seed], length=12)
-            self.build_dir = Path(cache_dir) / f"n{num_pairs}-seed{seed}-{name}"
-        else:
-            name = settings_key([num_pairs, self.voices, seed, self.cloze_pairs], length=12)
-            self.build_dir = Path(cache_dir) / f"n{num_pairs}-c{self.cloze_pairs}-seed{seed}-{name}"
+        # The build version is in the name, so a build of an older version sits beside the new one
+        # instead of being refused as "other settings".
+        name = settings_key([num_pairs, self.voices, seed, self.cloze_pairs, BUILD_VERSION], length=12)
+        counts = f"n{num_pairs}" + (f"-c{self.cloze_pairs}" if self.cloze_pairs else "")
+        self.build_dir = Path(cache_dir) / f"{counts}-seed{seed}-{name}"
 
     def prepare_data(self) -> None:
         """Speak the benchmarks into :attr:`build_dir`, or reuse an earlier build of these settings."""
