@@ -104,7 +104,8 @@ def test_two_processes_building_one_benchmark_folder(tmp_path: Path) -> None:
     assert json.loads(first["done"])["benchmarks"]["lexical"]["rows"] == 1
     assert sorted(p.name for p in out.parent.iterdir()) == ["n1"]
     before = tree(out)
-    assert len(before) == 1 + 4 * 2 + 4 * 2  # done.json; per benchmark a manifest, texts and two wavs
+    # done.json; per benchmark a manifest, texts and two wavs, and each cloze pair's prefix wav
+    assert len(before) == 1 + 4 * 2 + 4 * 2 + 2
     assert not lock_path(out).exists()
 
 
