@@ -65,7 +65,7 @@ def test_stage_times_are_recorded_and_reported(tmp_path: Path, capsys) -> None:
     tsv = tmp_path / "runs" / "demo-stages.tsv"
     rows = [line.split("\t") for line in tsv.read_text().splitlines()]
     assert [name for name, _ in rows] == ["evaluation (pretrained)", "dpo"]
-    assert 1 <= int(rows[0][1]) <= 5 and 0 <= int(rows[1][1]) <= 4
+    assert int(rows[0][1]) >= 1 and int(rows[1][1]) >= 0  # whole seconds: a 1-second sleep shows 1 or more
     tsv.write_text("setup\t65\npretraining\t535\nnot a row\n")
     _report_module().report_stages(tsv)
     out = capsys.readouterr().out
