@@ -76,6 +76,8 @@ class SyntheticSpeechDataModule(UnitDataModule):
             (:class:`~slamming.speech.tokenizers.phone.PhoneTokenizer`), the same in every voice
             (espeak-ng only).
         phone_steps: training steps of the phone recogniser (``tokenizer: phone``).
+        phone_merges: byte-pair merges of the phone units (:mod:`slamming.speech.tokenizers.merges`;
+            ``num_units`` must hold them and the 65-70 phonemes). 0: one unit per phoneme.
         phone_voices: the voices the recogniser learns from (``tokenizer: phone``); ``None``: the
             corpus's voices and :data:`~slamming.speech.tts.RECOGNISER_VARIANTS`.
         num_units: K, the number of units (the model's vocabulary is K + 2): the k-means size, or
@@ -121,6 +123,7 @@ class SyntheticSpeechDataModule(UnitDataModule):
         tts_workers: int = 2,
         tokenizer: Literal["mfcc", "phone"] = "mfcc",
         phone_steps: int = 500,
+        phone_merges: int = 0,
         phone_voices: list[str] | None = None,
         num_units: int = 100,
         frame_rate: int = 25,
@@ -211,6 +214,8 @@ class SyntheticSpeechDataModule(UnitDataModule):
                 )
             if int(phone_steps) < 1:
                 raise ConfigError(f"data.phone_steps must be >= 1, got {phone_steps}")
+            if not 0 <= int(phone_merges) < int(num_units):
+                raise ConfigError(f"data.phone_merges must be in [0, data.num_units), got {phone_merges}")
             # A phone build has no k-means or MFCC settings; the keys of MFCC builds stay as they were.
             for name in ("frame_rate", "segment", "kmeans_seed"):
                 del self.settings[name]
@@ -222,6 +227,7 @@ class SyntheticSpeechDataModule(UnitDataModule):
                 phone_steps=int(phone_steps),
                 phone_seed=int(kmeans_seed),
                 phone_voices=phone_voices,
+                **({"phone_merges": int(phone_merges)} if int(phone_merges) else {}),  # else the old key
             )
         elif tokenizer != "mfcc":
             raise ConfigError(f"data.tokenizer must be 'mfcc' or 'phone', got {tokenizer!r}")
@@ -336,7 +342,8 @@ class SyntheticSpeechDataModule(UnitDataModule):
         if isinstance(engine, EspeakEngine) and s.get("tokenizer") == "phone":
             tokenizer, summary["phone_training"] = fit_phone_tokenizer(
                 engine, [job.text for job in fit_jobs], voices=s["phone_voices"], k=s["num_units"],
-                steps=s["phone_steps"], seed=s["phone_seed"], workers=self.tts_workers, progress=self.progress,
+                steps=s["phone_steps"], merges=s.get("phone_merges", 0), seed=s["phone_seed"],
+                workers=self.tts_workers, progress=self.progress,
             )  # fmt: skip
         else:
             tokenizer, fit_wavs = fit_mfcc_tokenizer(

@@ -8,6 +8,8 @@ fitting text is spoken one sentence at a time, each sentence in a voice drawn fr
 voices and :data:`~slamming.speech.tts.RECOGNISER_VARIANTS` (by default), so that the units hold on
 voices the recogniser never heard. The labels are espeak-ng's phonemes of each sentence in that
 voice's language. Those sentences train the recogniser only; the corpus speaks its texts anew.
+With ``merges``, the same labels (as unit strings) teach the tokeniser its byte-pair merges
+(:mod:`slamming.speech.tokenizers.merges`): no extra audio is spoken or tokenised for them.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from slamming.errors import ConfigError
 from slamming.speech.phonemes import espeak_phonemes
 from slamming.speech.speak import speak_groups
 from slamming.speech.tokenizers import MFCCTokenizer
+from slamming.speech.tokenizers.merges import learn_merges
 from slamming.speech.tokenizers.phone import PhoneTokenizer
 from slamming.speech.tokenizers.phone_train import train_phone_tokenizer
 from slamming.speech.tts import EspeakEngine, SpeechJob, TTSEngine, WordTiming, plan_jobs, synthesize_many
@@ -78,16 +82,21 @@ def fit_phone_tokenizer(
     seed: int,
     workers: int,
     progress: bool,
+    merges: int = 0,
 ) -> tuple[PhoneTokenizer, dict[str, Any]]:
     """Train a phone tokeniser on ``texts`` spoken sentence by sentence.
 
     Each sentence gets its own voice of ``voices`` and a rate and pitch from the wider
     :data:`PHONE_RATE_RANGE` and :data:`PHONE_PITCH_RANGE`, drawn from ``seed``: the more voices a
-    recogniser hears, the better it reads one it never heard.
+    recogniser hears, the better it reads one it never heard. With ``merges`` > 0 the tokeniser
+    also learns that many byte-pair merges of its units from the sentences' phoneme labels.
 
     Returns:
         The tokeniser and a summary for ``done.json`` (sentences, hours, steps, seconds, first and
-        final CTC loss).
+        final CTC loss, merges learnt).
+
+    Raises:
+        ConfigError: ``k`` is too small for the phonemes and merges.
     """
     started = time.perf_counter()
     speaker = EspeakEngine(voices, PHONE_RATE_RANGE, PHONE_PITCH_RANGE, engine.sample_rate, engine.program)
@@ -99,19 +108,30 @@ def fit_phone_tokenizer(
     wavs = list(synthesize_many(speaker, jobs, workers=workers, progress=progress))
     labels = espeak_phonemes([j.text for j in jobs], [j.voice for j in jobs], workers=workers)
     keep = [i for i, label in enumerate(labels) if label]  # "..." alone has no phonemes
+    symbols = len({symbol for label in labels for symbol in label})
+    if k is not None and symbols + merges > k:  # said now, not after minutes of training
+        raise ConfigError(
+            f"data.num_units {k} cannot hold the {symbols} phonemes of the recogniser's texts and "
+            f"{merges} merges; set data.num_units to at least {symbols + merges} or lower data.phone_merges"
+        )
     tokenizer, summary = train_phone_tokenizer(
         [wavs[i] for i in keep], [labels[i] for i in keep], steps=steps, seed=seed, k=k, progress=progress
     )
+    if merges > 0:
+        index = {symbol: unit for unit, symbol in enumerate(tokenizer.phonemes)}
+        strings = [[index[symbol] for symbol in labels[i]] for i in keep]
+        tokenizer = tokenizer.with_merges(learn_merges(strings, merges, len(tokenizer.phonemes)), k=k)
     report = {
         "sentences": len(keep),
         "hours": round(summary.hours, 3),
         "steps": summary.steps,
         "first_loss": round(summary.first_loss, 4),
         "final_loss": round(summary.final_loss, 4),
+        "merges": len(tokenizer.merges),
         "seconds": round(time.perf_counter() - started, 1),
     }
     rank_zero_info(
-        f"phone tokeniser: {len(tokenizer.phonemes)} phonemes, CTC loss {summary.first_loss:.2f} -> "
+        f"phone tokeniser: {len(tokenizer.phonemes)} phonemes, {len(tokenizer.merges)} merges, CTC loss {summary.first_loss:.2f} -> "
         f"{summary.final_loss:.3f} in {summary.steps} steps ({report['seconds']:.0f} s in all)"
     )
     return tokenizer, report

@@ -80,7 +80,7 @@ def phoneme_error_rate(
     """Edit distance between the recognised and the reference phonemes, over all reference phonemes."""
     errors = total = 0
     for (units, _), reference in zip(tokenizer.encode_batch(wavs), labels, strict=True):
-        errors += edit_distance([tokenizer.phonemes[u] for u in units], list(reference))
+        errors += edit_distance(tokenizer.spell(units), list(reference))
         total += len(reference)
     return errors / max(total, 1)
 
