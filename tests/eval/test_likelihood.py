@@ -87,6 +87,24 @@ def test_batched_scores_equal_each_sequence_alone(model: torch.nn.Module) -> Non
     assert cut == 0 and np.allclose(scores.numpy(), [e[0] for e in expected], atol=1e-5)
 
 
+def test_spans_average_over_the_units_a_merged_id_stands_for(model: torch.nn.Module) -> None:
+    """With merges, the mean divides the summed log-likelihood by the units spanned, not the ids."""
+    spans = np.ones(K, dtype=np.int64)
+    spans[10:] = 3  # units 10.. stand for three units each
+    units = [np.array([1, 12, 4]), np.array([0]), np.array([11, 11])]
+    sums, _ = score_units(model, units, mean=False)
+    per_id, _ = score_units(model, units, mean=True)
+    per_unit, _ = score_units(model, units, mean=True, spans=spans)
+    # targets: the units then the closing <S> (counting 1)
+    assert np.allclose(
+        per_unit.numpy(), sums.numpy() / np.array([1 + 3 + 1 + 1, 1 + 1, 3 + 3 + 1]), atol=1e-6
+    )
+    assert np.allclose(per_id.numpy(), sums.numpy() / np.array([4, 2, 3]), atol=1e-6)
+    same, _ = score_units(model, units, mean=True, spans=np.ones(K, dtype=np.int64))
+    assert np.allclose(same.numpy(), per_id.numpy(), atol=1e-7)  # no merges: the paper's mean
+    assert torch.equal(score_units(model, units, mean=False, spans=spans)[0], sums)
+
+
 def test_too_long_documents_keep_their_end(model: torch.nn.Module) -> None:
     units = [np.arange(15) % K, np.arange(3)]
     scores, cut = score_units(model, units, mean=True, max_length=8)

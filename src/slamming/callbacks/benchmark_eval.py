@@ -51,7 +51,7 @@ from slamming.errors import SlammingError
 from slamming.eval.likelihood import join_units, pair_outcomes, score_units, summarize_pairs
 from slamming.eval.precision import SCORING_DTYPE, check_dtype, scoring_model
 from slamming.speech.audio import read_audio
-from slamming.speech.tokenizers import check_identity, load_tokenizer
+from slamming.speech.tokenizers import check_identity, load_tokenizer, unit_spans
 from slamming.vocab import document_ids
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ class BenchmarkEvaluation(Callback):
         self.mean = mean
         self.dtype = dtype
         self._units: list[tuple[PairBenchmark, list[np.ndarray], list[np.ndarray]]] | None = None
+        self._spans: np.ndarray | None = None  # phonemes per unit, where the tokeniser merges units
         #: This rank's share of the latest work: files tokenised, sequences and batches scored.
         self.shard_work: dict[str, int] = {"files": 0, "sequences": 0, "batches": 0}
         self._last_step: int | None = None
@@ -160,6 +161,7 @@ class BenchmarkEvaluation(Callback):
         self._units = []
         offset = 0
         dedup = bool(tokenizer.identity.get("dedup", True))
+        self._spans = unit_spans(tokenizer)
         for bench in benchmarks:
             n = len(bench.pairs)
             positives, negatives = units[offset : offset + n], units[offset + n : offset + 2 * n]
@@ -215,7 +217,9 @@ class BenchmarkEvaluation(Callback):
                     _, positives, negatives = self._units[index]
                     sides = positives + negatives
                     # One forward per batch (batch_size=None): padded exactly as in one process.
-                    values, _ = score_units(scorer, [sides[i] for i in rows], self.mean, None, max_length)
+                    values, _ = score_units(
+                        scorer, [sides[i] for i in rows], self.mean, None, max_length, self._spans
+                    )
                     out.append(values.numpy())
                 return out
 

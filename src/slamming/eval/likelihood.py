@@ -5,7 +5,11 @@ Pure functions; :class:`~slamming.tasks.evaluate.PairEvaluation` runs them under
 A side of a pair is scored as slamkit's modelling metrics do: its units become ``<S> u+2 … <S>``,
 the model predicts every id after the opening ``<S>`` (the closing ``<S>`` included), and the score
 is the mean of those log-probabilities (``mean=False``: their sum). A pair scores 1 when the positive
-side is more likely, 0.5 on a tie, 0 otherwise.
+side is more likely, 0.5 on a tie, 0 otherwise. Where a tokeniser merges units (a phone tokeniser
+with byte-pair merges, :mod:`slamming.speech.tokenizers.merges`), the mean divides by the units the
+ids stand for (``spans``) rather than by the ids: a per-id mean would favour whatever the merges
+split finely (non-words over words: 63.6 % against 79.7 % for the sum, docs/perf-log.md), and
+without merges the two are the same.
 
 Two accuracies are reported. *Flat*: the mean over pairs (the authors' code). *ZeroSpeech*: the
 mean over the pairs of each ``id`` (its voices), then over the ids, as the ZeroSpeech 2021 toolkit
@@ -55,6 +59,7 @@ def score_sequences(
     sequences: Sequence[np.ndarray],
     mean: bool = True,
     batch_size: int | None = None,
+    id_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Log-likelihood of each id sequence after its first id, in fp32.
 
@@ -70,6 +75,8 @@ def score_sequences(
         sequences: Id sequences of at least 2 ids each.
         mean: Average over the predicted ids instead of summing them.
         batch_size: Most sequences per forward pass.
+        id_weights: with ``mean``, what each vocabulary id counts for in the average (its units);
+            None: every id counts 1.
 
     Returns:
         ``(N,)`` float32 scores on the CPU, in the order of ``sequences``.
@@ -85,6 +92,9 @@ def score_sequences(
         input_ids, mask, labels = (t.to(device) for t in _right_padded([sequences[i] for i in chunk]))
         logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
         logps, counts = sequence_logprobs(logits[:, :-1], labels)
+        if mean and id_weights is not None:
+            valid = labels != IGNORE_INDEX
+            counts = (id_weights.to(device)[labels.clamp_min(0)] * valid).sum(dim=-1)
         values = logps / counts if mean else logps
         scores[torch.as_tensor(chunk)] = values.float().cpu()
     return scores
@@ -96,6 +106,7 @@ def score_units(
     mean: bool = True,
     batch_size: int | None = None,
     max_length: int | None = None,
+    spans: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Score raw unit sequences (0..K-1) as documents ``<S> u+2 … <S>``.
 
@@ -106,6 +117,9 @@ def score_units(
         batch_size: See :func:`score_sequences`.
         max_length: Most ids a document may have (the model's context). A longer one keeps its last
             ``max_length`` ids: pairs such as StoryCloze differ at the end, which must stay scored.
+        spans: ``(K,)`` how many units each unit stands for (a tokeniser's
+            :func:`~slamming.speech.tokenizers.base.unit_spans`); with ``mean``, the average is per
+            unit spanned instead of per id (the closing ``<S>`` counts 1). None: per id.
 
     Returns:
         The scores and how many documents were cut to ``max_length``.
@@ -115,7 +129,10 @@ def score_units(
     if max_length is not None:
         cut = sum(len(d) > max_length for d in documents)
         documents = [d[-max_length:] for d in documents]
-    return score_sequences(model, documents, mean=mean, batch_size=batch_size), cut
+    weights = (
+        None if spans is None else torch.cat([torch.ones(2), torch.as_tensor(spans, dtype=torch.float32)])
+    )
+    return score_sequences(model, documents, mean=mean, batch_size=batch_size, id_weights=weights), cut
 
 
 def pair_outcomes(positive: np.ndarray | torch.Tensor, negative: np.ndarray | torch.Tensor) -> np.ndarray:

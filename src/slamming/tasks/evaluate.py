@@ -42,7 +42,7 @@ from slamming.models.card import CARD_NAME, RESULTS_NAME, is_our_card, results_t
 from slamming.models.loading import load_unit_lm, resolve_newest
 from slamming.models.unit_lm import DTYPES
 from slamming.speech.kmeans import KMeans
-from slamming.speech.tokenizers import check_identity, load_tokenizer
+from slamming.speech.tokenizers import check_identity, load_tokenizer, unit_spans
 from slamming.speech.tokenizers.base import KMEANS_FILE
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,12 @@ class PairEvaluation(pl.LightningModule):
             return path.parent if path.is_file() else path
         return Path("runs/eval") / model.replace("/", "--")  # a hub id: not its cache folder
 
+    def _score_name(self) -> str:
+        if not self.hparams.mean:
+            return "summed log-likelihood"
+        merged = self.tokenizer is not None and unit_spans(self.tokenizer) is not None
+        return "mean log-likelihood per " + ("phoneme (merged units count their parts)" if merged else "unit")
+
     def results_paths(self) -> tuple[Path, Path]:
         """``eval-results.json`` and ``eval-results.md`` in :attr:`results_dir`."""
         return self.results_dir / f"{RESULTS_NAME}.json", self.results_dir / f"{RESULTS_NAME}.md"
@@ -220,6 +226,7 @@ class PairEvaluation(pl.LightningModule):
                 mean=self.hparams.mean,
                 batch_size=self.hparams.batch_size,
                 max_length=self.max_length,
+                spans=unit_spans(self.tokenizer),
             )
         index = batch["index"].cpu().numpy()
         self._scores[dataloader_idx][index, 0] = scores[:n].numpy()
@@ -266,7 +273,7 @@ class PairEvaluation(pl.LightningModule):
             "written_by": _MARK,
             "model": self.source,
             "tokenizer": {"dir": str(self.tokenizer_dir), "identity": self.tokenizer_identity},
-            "score": "mean log-likelihood per unit" if self.hparams.mean else "summed log-likelihood",
+            "score": self._score_name(),
             "benchmarks": self.results,
         }
         write_text_atomic(json_path, json.dumps(payload, indent=2) + "\n")

@@ -17,6 +17,7 @@ _NAMES = {
     "UnitTokenizer": ".base",
     "dedup": ".base",
     "check_identity": ".base",
+    "unit_spans": ".base",
     "unknown_identity": ".identity",
     "is_unknown": ".identity",
     "UNKNOWN_KIND": ".identity",

@@ -61,6 +61,13 @@ class UnitTokenizer(Protocol):
         ...
 
 
+def unit_spans(tokenizer: object) -> np.ndarray | None:
+    """``(k,)`` how many units of its recognition each of ``tokenizer``'s units stands for, where it
+    merges units (a phone tokeniser with byte-pair merges); None where every unit is one."""
+    spans = getattr(tokenizer, "unit_spans", None)
+    return None if spans is None else spans()
+
+
 def dedup(
     units: Sequence[int] | np.ndarray, weights: Sequence[int] | np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
