@@ -116,11 +116,13 @@ def report_benchmarks(runs: dict[str, Path]) -> None:
     """The embedded benchmarks' table (``slamming test --config configs/tiny/eval.yaml`` results):
     each accuracy with its 95 % interval and, for two models scored on the same pairs, the paired
     difference (the second minus the first) with its 95 % interval."""
-    results = {}
+    results, scores = {}, set()
     for label, run in runs.items():
         path = run / "hf_model" / "eval-results.json"
         if path.is_file():
-            results[label] = json.loads(path.read_text())["benchmarks"]
+            payload = json.loads(path.read_text())
+            results[label] = payload["benchmarks"]
+            scores.add(payload.get("score", "mean log-likelihood per unit"))
     if not results:
         return
     names = [n for n in next(iter(results.values())) if all(n in r for r in results.values())]
@@ -128,7 +130,7 @@ def report_benchmarks(runs: dict[str, Path]) -> None:
     paired = len(labels) == 2
     print()
     print(
-        "embedded benchmarks (held-out pairs, accuracy % [95 % interval], mean log-likelihood per unit; chance 50)"
+        f"embedded benchmarks (held-out pairs, accuracy % [95 % interval], {' / '.join(sorted(scores))}; chance 50)"
     )
     header = f"  {'benchmark':<14} {'pairs':>6}  " + "  ".join(f"{label:>22}" for label in labels)
     print(header + (f"  {'difference [95 % interval]':>30}" if paired else ""))

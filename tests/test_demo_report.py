@@ -24,13 +24,17 @@ def _report_module():
     return module
 
 
-def _results(run: Path, outcomes: dict[str, np.ndarray]) -> None:
+def _results(
+    run: Path, outcomes: dict[str, np.ndarray], score: str = "mean log-likelihood per phoneme"
+) -> None:
     benchmarks = {}
     for name, values in outcomes.items():
         summary = summarize_pairs(values, [str(i) for i in range(len(values))], [""] * len(values), False)
         benchmarks[name] = {**summary, "outcomes": encode_outcomes(values)}
     (run / "hf_model").mkdir(parents=True)
-    (run / "hf_model" / "eval-results.json").write_text(json.dumps({"benchmarks": benchmarks}))
+    (run / "hf_model" / "eval-results.json").write_text(
+        json.dumps({"benchmarks": benchmarks, "score": score})
+    )
 
 
 def test_table_prints_intervals_and_marks_a_difference_that_excludes_zero(tmp_path: Path, capsys) -> None:
@@ -45,7 +49,9 @@ def test_table_prints_intervals_and_marks_a_difference_that_excludes_zero(tmp_pa
     _results(tmp_path / "pre", before)
     _results(tmp_path / "dpo", after)
     _report_module().report_benchmarks({"pretrained": tmp_path / "pre", "after DPO": tmp_path / "dpo"})
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    out = capsys.readouterr().out
+    assert "[95 % interval], mean log-likelihood per phoneme; chance 50)" in out  # the score the files name
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
     for name in ("topic", "spoken"):
         low, high = accuracy_interval(before[name])
         assert f"{100 * before[name].mean():.2f} [{100 * low:.1f}, {100 * high:.1f}]" in lines[name]
