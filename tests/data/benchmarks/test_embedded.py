@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -190,6 +191,15 @@ def test_build_speaks_every_pair_and_reuses(tmp_path: Path) -> None:
         )
         assert len(bench.pairs) == expected_rows[name] and not bench.skipped
         assert all(p.positive.is_file() and p.negative.is_file() for p in bench.pairs)
+    # The spoken cloze's prefixes and positives are the topic cloze's utterances (same story, voice,
+    # rate and pitch): linked to those files, not spoken again; its negatives are its own.
+    topic, spoken = (_manifest(out / name / "manifest.jsonl") for name in ("topic_cloze", "spoken_cloze"))
+    for t, s in zip(topic, spoken, strict=True):
+        assert (t["id"], t["voice"]) == (s["id"], s["voice"])
+        for side in ("prefix", "positive"):
+            assert os.path.samefile(out / "topic_cloze" / t[side], out / "spoken_cloze" / s[side])
+        assert not os.path.samefile(out / "topic_cloze" / t["negative"], out / "spoken_cloze" / s["negative"])
+    assert done["benchmarks"]["spoken_cloze"]["hours"] > done["benchmarks"]["topic_cloze"]["hours"] / 2
     # The two sides of a pair are different audio.
     row = _manifest(out / "lexical" / "manifest.jsonl")[0]
     pos, _ = sf.read(str(out / "lexical" / row["positive"]))
@@ -273,3 +283,22 @@ def test_split_beginning_shares_whole_sentences(pairs: dict[str, list[TextPair]]
     assert split_beginning("A b. C d.", "A b. C d. E f.") == ("A b.", "C d.", "C d. E f.")
     with pytest.raises(SlammingError, match="share no first sentence"):
         split_beginning("A b. C d.", "X y. C d.")
+
+
+def test_link_copies_where_the_file_system_has_no_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slamming.data.benchmarks import embedded
+
+    source = tmp_path / "a.wav"
+    source.write_bytes(b"RIFF-and-more")
+    embedded._link(source, tmp_path / "linked" / "b.wav")
+    assert os.path.samefile(source, tmp_path / "linked" / "b.wav")
+
+    def refuse(src: object, dst: object) -> None:
+        raise OSError("links not supported")
+
+    monkeypatch.setattr(embedded.os, "link", refuse)
+    embedded._link(source, tmp_path / "copied" / "c.wav")
+    copy = tmp_path / "copied" / "c.wav"
+    assert copy.read_bytes() == source.read_bytes() and not os.path.samefile(source, copy)

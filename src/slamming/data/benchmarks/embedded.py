@@ -18,7 +18,10 @@ len(voices)``), as the real ones are single-speaker, and both cloze benchmarks s
 positive alike. A cloze pair's two texts differ only in the last sentence, so the sentences before
 it are spoken once as the pair's ``prefix`` and the two endings apart: the sides' units are the
 prefix's followed by the ending's (:class:`~slamming.tasks.PairEvaluation`), identical up to the
-ending, at less than half the speech to synthesise and tokenise. The default voices and ranges are
+ending, at less than half the speech to synthesise and tokenise. An utterance the build has already
+spoken (the same text, voice, rate and pitch: the spoken cloze's prefixes and positives are the
+topic cloze's) is not synthesised again: its file is a hard link to the first one (a copy where the
+file system has no links), byte for byte what speaking it again would write. The default voices and ranges are
 those of ``configs/tiny/pretrain.yaml``, so the benchmarks sound like the embedded training data.
 """
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -52,7 +56,7 @@ from slamming.hashing import settings_key
 from slamming.locks import build_once
 from slamming.speech.audio import write_wav
 from slamming.speech.speak import speak_groups
-from slamming.speech.tts import DEFAULT_VOICES, EspeakEngine, plan_jobs
+from slamming.speech.tts import DEFAULT_VOICES, EspeakEngine, SpeechJob, plan_jobs
 
 __all__ = [
     "BENCHMARKS",
@@ -196,12 +200,13 @@ def _build(
     started = time.monotonic()
     with atomic_build(out_dir) as (partial, summary):
         stats = {}
+        said: dict[SpeechJob, tuple[Path, int]] = {}  # every utterance written so far: file, samples
         made = embedded_pairs(num_pairs, seed, settings.get("cloze_pairs"))
         for index, (name, pairs) in enumerate(made.items()):
             # Both cloze benchmarks share one plan: their positives are the same stories, spoken alike.
             plan_seed = seed * len(BENCHMARKS) + min(index, BENCHMARKS.index("topic_cloze"))
             stats[name] = _speak(
-                partial / name, name, pairs, engine, voice_dirs, plan_seed, tts_workers, progress
+                partial / name, name, pairs, engine, voice_dirs, plan_seed, tts_workers, progress, said
             )
         summary.update(
             key=key,
@@ -245,8 +250,13 @@ def _speak(
     plan_seed: int,
     workers: int,
     progress: bool,
+    said: dict[SpeechJob, tuple[Path, int]],
 ) -> dict[str, Any]:
-    """Speak one benchmark's pairs into ``folder``: wavs, ``manifest.jsonl`` and ``texts.jsonl``."""
+    """Speak one benchmark's pairs into ``folder``: wavs, ``manifest.jsonl`` and ``texts.jsonl``.
+
+    ``said`` maps every utterance the build has written to its file and sample count; one already
+    in it is linked, not spoken, and each one spoken here is added.
+    """
     voices = list(voice_dirs)
     if name in _EVERY_VOICE:
         rows = [(pair, voice) for pair in pairs for voice in voices]
@@ -264,23 +274,23 @@ def _speak(
         for pair in pairs:
             texts.write(json.dumps(dataclasses.asdict(pair)) + "\n")
     samples = 0
-    stream = speak_groups(
-        engine,
-        jobs,
-        desc=f"Speaking {name}",
-        group=len(sides),
-        unit="pair",
-        workers=workers,
-        progress=progress,
-    )
+    # Each utterance not yet written, once, in the order the rows below first need it.
+    fresh = list(dict.fromkeys(job for job in jobs if job not in said))
+    stream = speak_groups(engine, fresh, desc=f"Speaking {name}", workers=workers, progress=progress)
     try:
         with (folder / "manifest.jsonl").open("w", encoding="utf-8") as manifest:
-            for (pair, voice), spoken in zip(rows, stream, strict=True):
+            for r, (pair, voice) in enumerate(rows):
                 entry = {"id": pair.id, "group": pair.group, "voice": voice}
-                for side, said in zip(sides, spoken, strict=True):
+                for side, job in zip(sides, jobs[r * len(sides) : (r + 1) * len(sides)], strict=True):
                     relative = f"wav/{voice_dirs[voice]}/{pair.id}_{side[:3]}.wav"
-                    write_wav(folder / relative, said.wav, SAMPLE_RATE)
-                    samples += said.wav.shape[-1]
+                    path = folder / relative
+                    if job in said:
+                        _link(said[job][0], path)
+                    else:
+                        [spoken] = next(stream)
+                        write_wav(path, spoken.wav, SAMPLE_RATE)
+                        said[job] = (path, spoken.wav.shape[-1])
+                    samples += said[job][1]
                     entry[side] = relative
                 manifest.write(json.dumps(entry) + "\n")
     finally:
@@ -292,3 +302,12 @@ def _speak(
         "hours": samples / SAMPLE_RATE / 3600,
         "manifest": f"{name}/manifest.jsonl",
     }
+
+
+def _link(source: Path, path: Path) -> None:
+    """Make ``path`` the file ``source`` (a hard link; a copy where the file system has none)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, path)
+    except OSError:
+        shutil.copyfile(source, path)
