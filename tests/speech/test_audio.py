@@ -212,6 +212,8 @@ def test_to_mono_and_resample_shapes() -> None:
     assert torch.equal(to_mono(stereo), torch.full((10,), 0.5))
     mono = torch.arange(5.0)
     assert to_mono(mono) is mono
+    one = torch.randn(1, 1000)
+    assert torch.equal(to_mono(one), one.mean(dim=0)) and to_mono(one).shape == (1000,)
     with pytest.raises(ValueError):
         to_mono(torch.zeros(1, 2, 3))
     assert resample(mono, 16000, 16000) is mono

@@ -54,7 +54,9 @@ def to_mono(wav: torch.Tensor) -> torch.Tensor:
     if wav.dim() == 1:
         return wav
     if wav.dim() == 2:
-        return wav.mean(dim=0)
+        # One channel is its own mean. Taken as a view: torch's mean over a dimension of size 1
+        # costs ~1.5 ms per 15 s of audio on one thread and ~40 ms with two busy ones (2026-12-03).
+        return wav[0] if wav.shape[0] == 1 else wav.mean(dim=0)
     raise ValueError(f"expected a (T,) or (C, T) waveform, got shape {tuple(wav.shape)}")
 
 
