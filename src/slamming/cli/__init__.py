@@ -112,7 +112,8 @@ def main(args: Sequence[str] | None = None) -> None:
         args: The command line after ``slamming``; ``None`` reads ``sys.argv``.
 
     Raises:
-        SystemExit: 0 after ``--help``; 2 on a user mistake or a full disk, printed as one line.
+        SystemExit: 0 after ``--help``; 2 on a user mistake or a full disk, printed as one line;
+            143 (128 + SIGTERM) when a fit or test was stopped by SIGTERM before it finished.
     """
     argv = list(sys.argv[1:] if args is None else args)
     if TRUST_FLAG in argv:
@@ -138,6 +139,9 @@ def main(args: Sequence[str] | None = None) -> None:
             from slamming.cli.lightning import run_lightning
 
             run_lightning(args)
+    except SystemExit as stop:
+        _exit_if_terminated(stop, command)
+        raise
     except ToolUsageError as err:
         _fail(f"{err.message}; `{err.prog} --help` lists every option")
     except argparse.ArgumentError as err:
@@ -150,6 +154,31 @@ def main(args: Sequence[str] | None = None) -> None:
         if full is None:
             raise
         _fail(full)
+
+
+#: The exit status of a run stopped by SIGTERM, as a shell reports a process killed by it.
+SIGTERM_EXIT = 128 + 15
+
+
+def _exit_if_terminated(stop: SystemExit, command: str) -> None:
+    """Turn Lightning's graceful SIGTERM stop, a ``SystemExit`` with status 0, into status 143.
+
+    Lightning answers SIGTERM by ending the loop at the next batch and exiting 0, so a script
+    (``make demo``) would go on to its next stage as if the fit or test had finished; nothing after
+    the last saved checkpoint was kept, and a test writes no results.
+    """
+    if type(stop).__name__ != "SIGTERMException" or stop.code not in (None, 0):
+        return
+    what = (
+        "nothing after its last saved checkpoint was kept; resume from it with --ckpt_path"
+        if command == "fit"
+        else "no results were written"
+    )
+    print(
+        f"slamming: error: stopped by SIGTERM before `slamming {command}` finished ({what}); exit status {SIGTERM_EXIT}",
+        file=sys.stderr,
+    )
+    raise SystemExit(SIGTERM_EXIT) from None
 
 
 _NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Expected a <class 'NoneType'>", "Given value")
