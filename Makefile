@@ -19,8 +19,13 @@ demo:
 	$(STAGE) "evaluation (after DPO)" $(BIN)/slamming test --config configs/tiny/eval.yaml --model.init_args.model 'runs/tiny-dpo/version_*/hf_model'
 	$(BIN)/python scripts/demo_report.py
 
+# Tests run in one process per core (pytest-xdist, at most 4; the tests themselves use one torch thread
+# each), a test module on one worker so that its module fixtures (a trained recogniser, a spoken corpus)
+# are built once, the longest modules first (tests/conftest.py, LONG_MODULES).
+# `make test PYTEST_WORKERS=0` runs them all in one process.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test-slow: setup
 	@bash scripts/setup_slow.sh

@@ -167,6 +167,28 @@ def speech_fit_config(root: Path, name: str = "syn", **overrides: Any) -> Path:
     return path
 
 
+#: Test modules that take minutes, longest first (seconds alone on a 2-core AVX2 CPU, 2026-12-03):
+#: `make test` hands whole modules to parallel workers in collection order (``--dist loadscope
+#: --no-loadscope-reorder``), so these start first and the short modules fill in around them,
+#: rather than a long one starting last and running alone at the end.
+LONG_MODULES = (
+    "tests/speech/tokenizers/test_phone_consistency.py",  # ~410: trains a phone recogniser
+    "tests/callbacks/test_budget_ledger.py",  # ~230: killed and resumed fits, two-process DDP
+    "tests/test_bench.py",  # ~190: the quick benchmarks as subprocesses
+    "tests/callbacks/test_benchmark_eval_ddp.py",  # ~105: two-process DDP
+    "tests/tasks/test_dpo.py",  # ~100
+    "tests/tasks/test_extract.py",  # ~85
+    "tests/data/test_cache_locks.py",  # ~70: two processes building one cache
+    "tests/tasks/test_nonfinite.py",  # ~65
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:  # noqa: ARG001
+    rank = {module: i for i, module in enumerate(LONG_MODULES)}
+    # A stable sort: the other modules, and the tests within each module, keep their order.
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
+
 @pytest.fixture(autouse=True)
 def _few_threads() -> None:
     # Tests share 2 cores; more threads only add contention.
