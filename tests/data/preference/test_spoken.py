@@ -447,3 +447,22 @@ def test_contradictions_choose_the_share_of_story_triples_with_a_swapped_name(tm
     assert mixed.text_settings["train_sha256"] != plain.text_settings["train_sha256"]
     with pytest.raises(SlammingError, match="share in"):
         SpokenPreferenceDataModule(contradictions=2.0, cache_dir=str(tmp_path))
+
+
+def test_first_train_story_moves_only_the_training_triples(tmp_path: Path) -> None:
+    plain = SpokenPreferenceDataModule(num_train_triples=6, num_val_triples=3, cache_dir=str(tmp_path))
+    later = SpokenPreferenceDataModule(
+        num_train_triples=6, num_val_triples=3, first_train_story=40, cache_dir=str(tmp_path)
+    )
+    assert later.train_triples == story_triples(6, "train", start=40)
+    assert not {t.prompt for t in later.train_triples} & {t.prompt for t in story_triples(40, "train")}
+    assert later.val_triples == plain.val_triples == story_triples(3, "val")
+    # Another build: the cache key follows the triples.
+    assert later.text_settings["train_sha256"] != plain.text_settings["train_sha256"]
+    assert later.text_settings["val_sha256"] == plain.text_settings["val_sha256"]
+    looping = tmp_path / "t.jsonl"
+    looping.write_text('{"prompt": "a b", "chosen": "c d", "rejected": "e f"}\n')
+    with pytest.raises(SlammingError, match="first_train_story is for data.source=stories"):
+        SpokenPreferenceDataModule(
+            source="jsonl", text_file=str(looping), first_train_story=5, cache_dir=str(tmp_path)
+        )

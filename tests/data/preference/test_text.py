@@ -192,6 +192,23 @@ def test_story_triples_with_contradictions_swap_one_name_in_the_stories_own_endi
         story_triples(2, contradictions=1.5)
 
 
+def test_story_triples_from_a_later_story_skip_the_first_ones() -> None:
+    first = story_triples(30, "train", seed=0)
+    later = story_triples(10, "train", seed=0, start=20)
+    stories = StoryGenerator(0).stories(30, "train")
+    # Triple k of start=20 is made from story 20 + k: the same triple as without a start.
+    assert later == first[20:30]
+    assert story_triples(4, "train", seed=0, start=20) == later[:4]
+    prompts = {" ".join(prefix_and_ending(s)[0]) for s in stories[:20]}
+    assert not prompts & {t.prompt for t in later}
+    # With contradictions the share counts from the first triple made, not from story 0.
+    mixed = story_triples(8, "train", seed=0, contradictions=0.5, start=20)
+    assert [t == p for t, p in zip(mixed, first[20:28], strict=True)] == [True, False] * 4
+    assert [t.chosen for t in mixed] == [t.chosen for t in first[20:28]]
+    with pytest.raises(SlammingError, match="first story of the triples must be >= 0, got -1"):
+        story_triples(2, start=-1)
+
+
 def test_split_triples_by_prompt() -> None:
     triples = [_triple(f"prompt {i % 50}", f"chosen {i}") for i in range(200)]
     train, val = split_triples(triples, 0.25, seed=0)

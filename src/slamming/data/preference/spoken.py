@@ -43,6 +43,10 @@ class SpokenPreferenceDataModule(PreferenceDataModule):
         num_train_triples: Story triples for training (``stories`` only).
         num_val_triples: Held-out story triples, from stories never used in training (``stories``).
         story_seed: Seed of the story generator (``stories``).
+        first_train_story: The train stream's story the first training triple is made from
+            (``stories``): set it to the pretraining's ``num_train_stories`` (same ``story_seed``) so
+            that DPO learns on stories the model has not memorised. Validation triples are the
+            first ``num_val_triples`` stories of the val split either way.
         contradictions: Share of story triples (train and validation) whose rejected ending is the
             story's own with its character, object or place swapped, as spoken cloze tests, instead
             of another story's ending (``stories``; see
@@ -70,6 +74,7 @@ class SpokenPreferenceDataModule(PreferenceDataModule):
         num_train_triples: int = 2000,
         num_val_triples: int = 200,
         story_seed: int = 0,
+        first_train_story: int = 0,
         contradictions: float = 0.0,
         val_fraction: float = 0.1,
         swag_seed: int = 0,
@@ -100,6 +105,7 @@ class SpokenPreferenceDataModule(PreferenceDataModule):
             val_fraction,
             swag_seed,
             contradictions,
+            first_train_story,
         )
         dropped: list[TextTriple] = []
         if max_auto_bleu is not None:
@@ -163,10 +169,16 @@ class SpokenPreferenceDataModule(PreferenceDataModule):
         val_fraction: float,
         swag_seed: int,
         contradictions: float,
+        first_train_story: int,
     ) -> tuple[list[TextTriple], list[TextTriple], str]:
         if source == "stories":
-            train = story_triples(num_train, "train", story_seed, contradictions)
+            train = story_triples(num_train, "train", story_seed, contradictions, start=first_train_story)
             return train, story_triples(num_val, "val", story_seed, contradictions), "the embedded stories"
+        if first_train_story:
+            raise SlammingError(
+                f"data.first_train_story is for data.source=stories; {source} triples come from "
+                "data.text_file: leave it at 0"
+            )
         if source not in ("swag", "jsonl"):
             raise SlammingError(f"data.source must be 'stories', 'swag' or 'jsonl', got {source!r}")
         if text_file is None:

@@ -289,7 +289,7 @@ def _swag_row(row: dict[str, str | None], seed: int, gold_only: bool) -> tuple[s
 
 
 def story_triples(
-    n: int, split: str = "train", seed: int = 0, contradictions: float = 0.0
+    n: int, split: str = "train", seed: int = 0, contradictions: float = 0.0, start: int = 0
 ) -> list[TextTriple]:
     """Triples from the embedded story generator: a story's beginning, its ending, a wrong ending.
 
@@ -300,31 +300,37 @@ def story_triples(
     the kind used least so far among those the ending allows: a spoken cloze negative). Either way
     ``story_triples(n)`` is a prefix of ``story_triples(n + m)``. Splits never share a story
     (:func:`slamming.data.text.stories.split_of`), so ``"val"``/``"test"`` triples are held out.
+    ``start`` skips the split's first stories: ``start=2000`` gives triples from none of the 2,000
+    stories a ``num_train_stories: 2000`` pretraining learnt from (the same seed's train stream).
 
     Args:
         n: number of triples (``>= 0``).
         split: ``"train"``, ``"val"`` or ``"test"``.
         seed: the story generator's seed.
         contradictions: the share of contradicted endings, in [0, 1].
+        start: the split's story the first triple is made from (``>= 0``).
 
     Returns:
-        ``n`` triples in story order.
+        ``n`` triples in story order, from stories ``start`` to ``start + n - 1``.
 
     Raises:
-        SlammingError: an unknown split, or ``contradictions`` outside [0, 1].
+        SlammingError: an unknown split, a negative ``n`` or ``start``, or ``contradictions``
+            outside [0, 1].
     """
     if n < 0:
         raise SlammingError(f"the number of story triples must be >= 0, got {n}")
+    if start < 0:
+        raise SlammingError(f"the first story of the triples must be >= 0, got {start}")
     if not 0.0 <= contradictions <= 1.0:
         raise SlammingError(f"data.contradictions is a share in [0, 1], got {contradictions}")
     generator = StoryGenerator(seed)
-    pool = generator.stories(n + _LOOKAHEAD, split) if n else []
+    pool = generator.stories(start + n + _LOOKAHEAD, split) if n else []
     used = dict.fromkeys(CONTRADICTIONS, 0)
     triples = []
-    for i in range(n):
+    for i in range(start, start + n):
         beginning, ending = prefix_and_ending(pool[i])
         rejected = None
-        if math.floor((i + 1) * contradictions) > math.floor(i * contradictions):
+        if math.floor((i - start + 1) * contradictions) > math.floor((i - start) * contradictions):
             # The pool reaches _LOOKAHEAD stories past the last triple, so the candidates looked at
             # (never wrapping round in practice) do not depend on n.
             endings = {kind: contradict_ending(pool[i], kind, pool, i) for kind in CONTRADICTIONS}
