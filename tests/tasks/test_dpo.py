@@ -463,3 +463,24 @@ def test_dpo_cosine_is_sized_by_the_compute_budget(
     expected = {0: 0.5, 1: 1.0, 2: 1.0, 3: 0.8681981, 4: 0.55, 5: 0.2318019}
     lr = _scalars(run, "train/lr")  # float32 in the event file
     assert lr == pytest.approx({s: peak * f for s, f in expected.items()}, rel=1e-6)
+
+
+def test_the_policy_trains_without_the_pretrained_models_dropout_unless_asked(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    init = {**TINY_BACKBONE["init_args"], "dropout": 0.1}
+    folder = export_hf(UnitLMBuilder(**init).build(K), tmp_path / "m", TEST_IDENTITY)
+    ids = torch.randint(2, K + 2, (2, 24))
+
+    def rates(module: DPOAlignment) -> set[float]:
+        attention = [m.attention_dropout for m in module.model.modules() if hasattr(m, "attention_dropout")]
+        return {*attention, module.model.config.attention_dropout}
+
+    plain = DPOAlignment(str(folder), num_units=K, context_length=64)
+    assert plain.model.training and rates(plain) == {0.0}
+    # In train mode the policy's log-probs are then the same on every call, as the reference's are.
+    assert torch.equal(plain.model(ids).logits, plain.model(ids).logits)
+    kept = DPOAlignment(str(folder), num_units=K, context_length=64, dropout=0.1)
+    assert rates(kept) == {0.1}
+    assert not torch.equal(kept.model(ids).logits, kept.model(ids).logits)
+    with pytest.raises(SlammingError, match=r"model.dropout must be in \[0, 1\), got 1.0"):
+        DPOAlignment(str(folder), num_units=K, context_length=64, dropout=1.0)

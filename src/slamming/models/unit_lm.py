@@ -45,6 +45,22 @@ _DROPOUT_KEYS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def set_dropout(model: PreTrainedModel, p: float) -> None:
+    """Set every dropout probability of a loaded model to ``p``: its config's and its modules'.
+
+    A transformers model copies its config's rates into its modules when built (Qwen2's attention
+    keeps ``attention_dropout``), so changing the config after loading is not enough.
+    """
+    for key in _DROPOUT_KEYS:
+        if hasattr(model.config, key):
+            setattr(model.config, key, float(p))
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = float(p)
+        elif isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = float(p)
+
+
 def require_hub(name: str, timeout: float = 3.0) -> None:
     """Fail fast, in one line, when the hub cannot be reached.
 

@@ -34,6 +34,7 @@ from slamming.errors import SlammingError
 from slamming.models.compiling import compile_or_eager
 from slamming.models.flops import count_params, transformer_flops_per_token
 from slamming.models.loading import load_unit_lm, resolve_newest, weights_fingerprint
+from slamming.models.unit_lm import set_dropout
 from slamming.speech.tokenizers import check_identity
 from slamming.tasks.losses import dpo_loss
 from slamming.tasks.preference import concatenated_logprobs
@@ -67,6 +68,9 @@ class DPOAlignment(UnitLMStage):
         num_units: K of the data, linked from the data module (checked against the model).
         context_length: Linked from the data module (checked against the model's positions).
         beta: DPO temperature β (the paper: 0.1).
+        dropout: Every dropout probability of the policy while it trains (0: none, as the paper's
+            models have none; a model pretrained with dropout would otherwise score its chosen and
+            rejected sides with random masks against a reference scored without).
         label_smoothing: Conservative-DPO smoothing ε (0: the paper's plain sigmoid loss).
         reference: ``precomputed`` (log-probs cached on disk, the default) or ``live``.
         reference_cache: File of the precomputed train log-probs (``.val`` is inserted before the
@@ -105,6 +109,7 @@ class DPOAlignment(UnitLMStage):
         num_units: int | None = None,
         context_length: int = 1024,
         beta: float = 0.1,
+        dropout: float = 0.0,
         label_smoothing: float = 0.0,
         reference: Literal["precomputed", "live"] = "precomputed",
         reference_cache: str | None = None,
@@ -132,6 +137,8 @@ class DPOAlignment(UnitLMStage):
             raise SlammingError(f"model.reference must be 'precomputed' or 'live', got {reference!r}")
         if not beta > 0:
             raise SlammingError(f"model.beta must be > 0, got {beta}")
+        if not 0.0 <= dropout < 1.0:
+            raise SlammingError(f"model.dropout must be in [0, 1), got {dropout}")
         check_schedule(schedule, lr=lr, min_lr=min_lr)
         if warmup_steps < 0:
             raise SlammingError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
@@ -150,6 +157,7 @@ class DPOAlignment(UnitLMStage):
             raise SlammingError(
                 f"{init_from} has max_position_embeddings {max_pos}, below data.context_length {context_length}"
             )
+        set_dropout(loaded.model, dropout)
         self.model = loaded.model.train()
         self.num_units = loaded.num_units
         self.tokenizer_identity = loaded.tokenizer
