@@ -45,15 +45,19 @@ _DROPOUT_KEYS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def _set_config_dropout(config: PretrainedConfig, p: float) -> None:
+    for key in _DROPOUT_KEYS:
+        if hasattr(config, key):
+            setattr(config, key, float(p))
+
+
 def set_dropout(model: PreTrainedModel, p: float) -> None:
     """Set every dropout probability of a loaded model to ``p``: its config's and its modules'.
 
     A transformers model copies its config's rates into its modules when built (Qwen2's attention
     keeps ``attention_dropout``), so changing the config after loading is not enough.
     """
-    for key in _DROPOUT_KEYS:
-        if hasattr(model.config, key):
-            setattr(model.config, key, float(p))
+    _set_config_dropout(model.config, p)
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = float(p)
@@ -177,9 +181,7 @@ class UnitLMBuilder:
             # transformers 5 keeps RoPE settings in `rope_parameters`; set it there too when present.
             if isinstance(getattr(cfg, "rope_parameters", None), dict):
                 cfg.rope_parameters["rope_theta"] = float(self.rope_theta)
-        for key in _DROPOUT_KEYS:
-            if hasattr(cfg, key):
-                setattr(cfg, key, float(self.dropout))
+        _set_config_dropout(cfg, self.dropout)
         if self.max_position_embeddings is not None:
             cfg.max_position_embeddings = int(self.max_position_embeddings)
         cfg.use_cache = False
