@@ -116,6 +116,31 @@ def test_too_long_documents_keep_their_end(model: torch.nn.Module) -> None:
         score_sequences(model, [np.array([BOS_ID])])
 
 
+def test_a_memo_runs_each_distinct_document_once_and_gives_the_same_scores(model: torch.nn.Module) -> None:
+    rows: list[int] = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, _a, kwargs: rows.append(len(kwargs["input_ids"])), with_kwargs=True
+    )
+    try:
+        rng = np.random.default_rng(1)
+        units = [rng.integers(0, K, size=n) for n in (5, 9, 14)]
+        sides = [units[0], units[1], units[0], units[2], units[1]]  # 3 distinct of 5
+        plain, _ = score_units(model, sides, mean=True)
+        assert sum(rows) == 5
+        memo: dict[bytes, float] = {}
+        rows.clear()
+        first, _ = score_units(model, sides, mean=True, memo=memo)
+        assert sum(rows) == 3 and len(memo) == 3
+        assert np.allclose(first.numpy(), plain.numpy(), atol=1e-6)
+        assert first[0] == first[2] and first[1] == first[4]
+        rows.clear()
+        again, _ = score_units(model, [units[2], units[0], np.arange(4) % K], mean=True, memo=memo)
+        assert sum(rows) == 1 and len(memo) == 4  # only the new document ran
+        assert again[0] == first[3] and again[1] == first[0]
+    finally:
+        hook.remove()
+
+
 def test_outcomes_and_aggregations_by_hand() -> None:
     outcomes = pair_outcomes(np.array([-1.0, -2.0, -3.0, -1.5]), np.array([-2.0, -2.0, -1.0, -1.6]))
     assert outcomes.tolist() == [1.0, 0.5, 0.0, 1.0]

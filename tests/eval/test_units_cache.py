@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pytest
 import torch
 
 from slamming.eval.units_cache import UnitsCache, waveform_digest
@@ -47,6 +48,23 @@ def test_each_distinct_waveform_is_tokenised_once_and_kept_on_disk(tmp_path) -> 
     assert fresh.seen == [] and [list(u) for u in units] == [list(u) for u in again]
     other = UnitsCache(tmp_path, {**IDENTITY, "settings_hash": "def456"})
     assert len(other) == 0  # another tokeniser never reads these units
+
+
+def test_with_its_own_keys_a_caller_need_not_decode_what_the_cache_holds(tmp_path) -> None:
+    wavs, tokenizer = _wavs(3), Counting()
+    cache = UnitsCache(tmp_path, IDENTITY)
+    first = cache.encode(wavs[:2], tokenizer.encode_batch, keys=["k0", "k1"])
+    assert tokenizer.seen == [2] and cache.keys() == {"k0", "k1"}
+    assert cache.save()
+    reopened = UnitsCache(tmp_path, IDENTITY)
+    assert reopened.keys() == {"k0", "k1"}
+    units = reopened.encode([None, wavs[2], None], tokenizer.encode_batch, keys=["k1", "k2", "k0"])
+    assert tokenizer.seen == [2, 1]  # only the new key was tokenised
+    assert [list(u) for u in (units[2], units[0])] == [list(u) for u in first]
+    with pytest.raises(ValueError, match="no units in the cache"):
+        reopened.encode([None], tokenizer.encode_batch, keys=["unknown"])
+    with pytest.raises(ValueError, match="2 keys for 1 waveforms"):
+        reopened.encode([wavs[0]], tokenizer.encode_batch, keys=["a", "b"])
 
 
 def test_an_unreadable_cache_file_is_ignored_and_written_anew(tmp_path, caplog) -> None:

@@ -11,7 +11,15 @@ import soundfile as sf
 import torch
 
 from slamming.errors import AudioError, SlammingError
-from slamming.speech.audio import decode_audio_bytes, read_audio, resample, to_mono, write_wav
+from slamming.speech.audio import (
+    audio_key,
+    decode_audio_bytes,
+    read_audio,
+    read_audio_file,
+    resample,
+    to_mono,
+    write_wav,
+)
 
 PCM16_STEP = 1.0 / 32768
 
@@ -158,6 +166,27 @@ def test_decode_bytes_matches_file(tmp_path: Path) -> None:
     from_bytes = decode_audio_bytes((tmp_path / "a.wav").read_bytes(), sample_rate=16000)
     assert torch.equal(from_bytes, read_audio(tmp_path / "a.wav", sample_rate=16000))
     assert from_bytes.shape == (8000,)
+
+
+def test_a_file_read_undecoded_is_named_by_its_bytes_and_rate(tmp_path: Path) -> None:
+    sf.write(tmp_path / "a.wav", sine(300, 0.5, 16000), 16000, subtype="PCM_16")
+    data = read_audio_file(tmp_path / "a.wav")
+    assert data == (tmp_path / "a.wav").read_bytes()
+    assert torch.equal(
+        decode_audio_bytes(data, 16000, str(tmp_path / "a.wav")), read_audio(tmp_path / "a.wav")
+    )
+    key = audio_key(data, 16000)
+    assert len(key) == 32 and key == audio_key(bytes(data), 16000)
+    assert key != audio_key(data, 8000)  # another rate decodes to other samples
+    assert key != audio_key(data[:-2] + b"\x01\x00", 16000)  # one sample differs
+    for bad, phrase in ((tmp_path / "gone.wav", "does not exist"), (tmp_path, "not a file")):
+        with pytest.raises(AudioError) as err:
+            read_audio_file(bad)
+        assert_one_line_naming(err, bad, phrase)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(AudioError) as err:
+        read_audio_file(tmp_path / "empty.wav")
+    assert_one_line_naming(err, tmp_path / "empty.wav", "empty (0 bytes)")
 
 
 def test_decode_bytes_accepts_a_streamed_wav_header(tmp_path: Path) -> None:

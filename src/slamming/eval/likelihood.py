@@ -107,6 +107,7 @@ def score_units(
     batch_size: int | None = None,
     max_length: int | None = None,
     spans: np.ndarray | None = None,
+    memo: dict[bytes, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Score raw unit sequences (0..K-1) as documents ``<S> u+2 … <S>``.
 
@@ -120,6 +121,11 @@ def score_units(
         spans: ``(K,)`` how many units each unit stands for (a tokeniser's
             :func:`~slamming.speech.tokenizers.base.unit_spans`); with ``mean``, the average is per
             unit spanned instead of per id (the closing ``<S>`` counts 1). None: per id.
+        memo: scores of documents already scored, by their ids' bytes: a document found there is not
+            run again, each other distinct one runs once and is added. It belongs to one model and
+            one ``mean`` / ``spans`` / ``max_length``: the caller keeps one per scoring pass (the two
+            cloze benchmarks share their true endings, so a pass scores a quarter fewer documents).
+            None: every document runs.
 
     Returns:
         The scores and how many documents were cut to ``max_length``.
@@ -132,7 +138,19 @@ def score_units(
     weights = (
         None if spans is None else torch.cat([torch.ones(2), torch.as_tensor(spans, dtype=torch.float32)])
     )
-    return score_sequences(model, documents, mean=mean, batch_size=batch_size, id_weights=weights), cut
+    if memo is None:
+        return score_sequences(model, documents, mean=mean, batch_size=batch_size, id_weights=weights), cut
+    keys = [d.tobytes() for d in documents]
+    first: dict[bytes, int] = {}  # each distinct document's first index
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    todo = [key for key in first if key not in memo]
+    if todo:
+        fresh = score_sequences(
+            model, [documents[first[k]] for k in todo], mean=mean, batch_size=batch_size, id_weights=weights
+        )
+        memo.update(zip(todo, fresh.tolist(), strict=True))
+    return torch.tensor([memo[key] for key in keys], dtype=torch.float32), cut
 
 
 def pair_outcomes(positive: np.ndarray | torch.Tensor, negative: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -4,7 +4,10 @@ Scoring a benchmark twice (the pretrained model, then the aligned one), or two b
 audio (the embedded topic and spoken cloze share their positive stories), tokenises the same
 waveforms again each time; with a neural tokeniser on a CPU that is most of an evaluation pass.
 :class:`UnitsCache` remembers, per tokeniser identity, the units of every waveform it has seen,
-keyed by a digest of the samples, so the units come from the tokeniser the first time only.
+keyed by a digest of the samples, so the units come from the tokeniser the first time only. A caller
+that knows its audio by file gives its own keys instead (a benchmark's loader names each file by a
+digest of its bytes, :func:`~slamming.speech.audio.audio_key`), and then need not decode a file whose
+key the cache holds (:meth:`UnitsCache.keys`).
 
 On disk a cache is one ``.npz`` per tokeniser (``<kind>-<settings hash>.npz``) with three arrays:
 the waveforms' digests, their units end to end, and where each one's units end. It is read with
@@ -72,13 +75,31 @@ class UnitsCache:
     def __len__(self) -> int:
         return len(self._units)
 
+    def keys(self) -> frozenset[str]:
+        """The keys whose units the cache holds."""
+        return frozenset(self._units)
+
     def encode(
-        self, wavs: Sequence[torch.Tensor], encode_batch: Callable[[Sequence[torch.Tensor]], list]
+        self,
+        wavs: Sequence[torch.Tensor | None],
+        encode_batch: Callable[[Sequence[torch.Tensor]], list],
+        keys: Sequence[str] | None = None,
     ) -> list[np.ndarray]:
         """The units of each waveform: from the cache, else from ``encode_batch`` (one call for all
-        the missing ones, each distinct waveform once), which are then remembered."""
-        digests = [waveform_digest(wav) for wav in wavs]
+        the missing ones, each distinct waveform once), which are then remembered.
+
+        ``keys``: the waveforms' own keys (None: :func:`waveform_digest` of each); a waveform whose
+        key the cache holds may then be None.
+        """
+        if keys is None:
+            digests = [waveform_digest(wav) for wav in wavs]  # type: ignore[arg-type]
+        elif len(keys) != len(wavs):
+            raise ValueError(f"{len(keys)} keys for {len(wavs)} waveforms")
+        else:
+            digests = list(keys)
         missing = {d: i for i, d in enumerate(digests) if d not in self._units}
+        if any(wavs[i] is None for i in missing.values()):
+            raise ValueError("a waveform left undecoded has no units in the cache")
         if missing:
             encoded = encode_batch([wavs[i] for i in missing.values()])
             for digest, (units, _) in zip(missing, encoded, strict=True):

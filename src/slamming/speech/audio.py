@@ -14,6 +14,7 @@ whose header is valid but holds 0 frames, and audio with NaN or infinite samples
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -25,7 +26,15 @@ import torch
 
 from slamming.errors import AudioError
 
-__all__ = ["decode_audio_bytes", "read_audio", "resample", "to_mono", "write_wav"]
+__all__ = [
+    "audio_key",
+    "decode_audio_bytes",
+    "read_audio",
+    "read_audio_file",
+    "resample",
+    "to_mono",
+    "write_wav",
+]
 
 # libsndfile logs "data : <declared> (should be <available>)" when a WAV's data chunk claims more
 # bytes than the file holds, i.e. the file was cut short. It then silently reads what is there, so
@@ -136,6 +145,12 @@ def read_audio(path: str | os.PathLike[str], sample_rate: int = 16000) -> torch.
     Raises:
         AudioError: the file is missing, empty, not audio, corrupt or truncated, or holds no samples.
     """
+    path = _checked_file(path)
+    return _decode(str(path), str(path), sample_rate)
+
+
+def _checked_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` when it is a non-empty file, else one-line :class:`AudioError`."""
     path = Path(path)
     if not path.exists():
         raise AudioError(
@@ -145,7 +160,27 @@ def read_audio(path: str | os.PathLike[str], sample_rate: int = 16000) -> torch.
         raise AudioError(f"audio path {path} is not a file; give the path of an audio file, not a directory")
     if path.stat().st_size == 0:
         raise AudioError(f"audio file {path} is empty (0 bytes); re-export it or remove it from the data")
-    return _decode(str(path), str(path), sample_rate)
+    return path
+
+
+def read_audio_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of an audio file, undecoded, after :func:`read_audio`'s checks of the path.
+
+    With :func:`audio_key` and :func:`decode_audio_bytes` a caller names the audio by its content
+    and decodes it only when it needs the samples (a benchmark whose units are cached does not).
+
+    Raises:
+        AudioError: the file is missing, not a file, or empty.
+    """
+    return _checked_file(path).read_bytes()
+
+
+def audio_key(data: bytes, sample_rate: int) -> str:
+    """32 hex digits naming what an audio file's bytes decode to at ``sample_rate``: a digest of
+    the bytes and the rate. Equal bytes give equal waveforms, so equal keys give equal units."""
+    digest = hashlib.blake2b(data, digest_size=16)
+    digest.update(f"@{int(sample_rate)}Hz".encode())
+    return digest.hexdigest()
 
 
 def decode_audio_bytes(data: bytes, sample_rate: int = 16000, name: str = "<bytes>") -> torch.Tensor:

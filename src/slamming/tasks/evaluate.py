@@ -8,7 +8,8 @@ batch, and each distinct waveform once per tokeniser (``units_cache``); the two 
 pair of a batch are then scored in one forward (:mod:`slamming.eval.likelihood`). A pair with a
 ``prefix`` (a story's beginning, its sides two endings) is scored on the prefix's units followed by
 each side's, as the units of one utterance: where the tokeniser collapses repeats, a side's first
-unit that repeats the prefix's last is dropped.
+unit that repeats the prefix's last is dropped. A sequence of units is scored once per run, however
+many sides have it (the embedded topic and spoken cloze share their true endings).
 
 At the end every benchmark's accuracies are logged as ``test/<benchmark>/accuracy`` (flat, the
 authors'), ``test/<benchmark>/zerospeech_accuracy`` (ZeroSpeech's voice-then-id average) and
@@ -138,6 +139,8 @@ class PairEvaluation(pl.LightningModule):
                 )
         self.tokenizer: Any = None
         self.units: UnitsCache | None = None
+        self._memo: dict[bytes, float] = {}
+        self._sides = self._undecoded = 0
         self.results: dict[str, Any] = {}
         #: Per benchmark, the ``(pairs, 2)`` scores of the positive and negative sides after a test
         #: (NaN where ``limit_test_batches`` left a pair unscored).
@@ -189,6 +192,16 @@ class PairEvaluation(pl.LightningModule):
         return self.results_dir / f"{RESULTS_NAME}.json", self.results_dir / f"{RESULTS_NAME}.md"
 
     # -- the test loop -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage != "test":
+            return
+        # The cache is read before the loaders are made, so that they skip decoding what it holds.
+        # Named by the recorded identity; on_test_start checks that the loaded tokeniser has it.
+        self.units = UnitsCache(self.hparams.units_cache, self.tokenizer_identity)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "known_audio"):
+            datamodule.known_audio = self.units.keys()
+
     def on_test_start(self) -> None:
         if self.trainer.world_size > 1:
             raise SlammingError("slamming test scores on one device; set trainer.devices: 1")
@@ -202,17 +215,29 @@ class PairEvaluation(pl.LightningModule):
         # Loaded here, not in __init__, so that HuBERT lands on the device the trainer chose.
         self.tokenizer = load_tokenizer(self.tokenizer_dir, device=self.device)
         check_identity(self.tokenizer_identity, self.tokenizer.identity, f"tokeniser {self.tokenizer_dir}")
-        self.units = UnitsCache(self.hparams.units_cache, self.tokenizer.identity)
+        if self.units is None:  # setup() makes it; a trainer that skipped it still scores
+            self.units = UnitsCache(self.hparams.units_cache, self.tokenizer.identity)
         self._scores = [np.full((len(b.pairs), 2), np.nan) for b in self.benchmarks]
         self._cut = [0] * len(self.benchmarks)
+        # Scores by document: a side whose units another side already had (the two cloze benchmarks'
+        # true endings) is not run again.
+        self._memo = {}
+        self._sides = self._undecoded = 0
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         n = len(batch["positive"])
         prefixes = batch.get("prefix") or [None] * n
-        shared = [i for i, wav in enumerate(prefixes) if wav is not None]
+        keys = batch.get("keys") or {}
+        prefix_keys = keys.get("prefix") or [None] * n
+        shared = [i for i in range(n) if prefixes[i] is not None or prefix_keys[i] is not None]
         waves = [*batch["positive"], *batch["negative"], *(prefixes[i] for i in shared)]
-        assert self.units is not None  # made in on_test_start
-        units = self.units.encode(waves, self.tokenizer.encode_batch)
+        assert self.units is not None  # made in setup / on_test_start
+        if keys:
+            side_keys = [*keys["positive"], *keys["negative"], *(prefix_keys[i] for i in shared)]
+            units = self.units.encode(waves, self.tokenizer.encode_batch, keys=side_keys)
+            self._undecoded += sum(wav is None for wav in waves)
+        else:
+            units = self.units.encode(waves, self.tokenizer.encode_batch)
         dedup = bool(self.tokenizer.identity.get("dedup", True))
         for j, i in enumerate(shared):
             head = units[2 * n + j]
@@ -227,7 +252,9 @@ class PairEvaluation(pl.LightningModule):
                 batch_size=self.hparams.batch_size,
                 max_length=self.max_length,
                 spans=unit_spans(self.tokenizer),
+                memo=self._memo,
             )
+        self._sides += len(units)
         index = batch["index"].cpu().numpy()
         self._scores[dataloader_idx][index, 0] = scores[:n].numpy()
         self._scores[dataloader_idx][index, 1] = scores[n:].numpy()
@@ -258,11 +285,13 @@ class PairEvaluation(pl.LightningModule):
                     if key in values:
                         self.log(f"test/{bench.name}/{group}/{key}", values[key])
         if self.trainer.is_global_zero:
+            rank_zero_info(f"scored {len(self._memo)} distinct sequences for the {self._sides} sides")
             self._write_results()
             if self.units is not None:
                 saved = self.units.save()
                 rank_zero_info(
                     f"benchmark units: {self.units.hits} waveforms from the cache, {self.units.misses} tokenised"
+                    + (f", {self._undecoded} audio files not decoded" if self._undecoded else "")
                     + (f"; cache written to {self.units.path}" if saved else "")
                 )
 

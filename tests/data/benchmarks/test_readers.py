@@ -12,7 +12,7 @@ import torch
 from slamming.data.benchmarks.datamodule import PairBenchmarkDataModule
 from slamming.data.benchmarks.readers import load_benchmarks
 from slamming.errors import AudioError, SlammingError
-from slamming.speech.audio import write_wav
+from slamming.speech.audio import audio_key, write_wav
 
 LEXICAL_HEADER = "id,filename,voice,frequency,word,phones,length,correct"
 SYNTACTIC_HEADER = "filename,id,voice,type,subtype,transcription,correct"
@@ -175,6 +175,18 @@ def test_a_manifest_prefix_is_read_and_served(tmp_path: Path) -> None:
     (batch,) = list(dm.test_dataloader()[0])
     assert batch["prefix"][0].shape[-1] == 6400 and batch["prefix"][1] is None
     assert [w.shape[-1] for w in batch["positive"]] == [3200, 3200]
+    # every side comes with the key of its file's bytes; the same file, the same key
+    keys = batch["keys"]
+    assert keys["positive"] == keys["negative"][::-1] and keys["prefix"][1] is None
+    assert keys["positive"][0] == audio_key((tmp_path / "p.wav").read_bytes(), 16000)
+    assert len({keys["positive"][0], keys["negative"][0], keys["prefix"][0]}) == 3
+    # audio the module already knows is read but not decoded: its side is None, its key still given
+    dm.known_audio = frozenset([keys["positive"][0], keys["prefix"][0]])
+    (again,) = list(dm.test_dataloader()[0])
+    assert again["keys"] == keys
+    assert again["positive"][0] is None and again["negative"][1] is None and again["prefix"][0] is None
+    assert torch.equal(again["negative"][0], batch["negative"][0])
+    assert torch.equal(again["positive"][1], batch["positive"][1])
     (tmp_path / "bad.jsonl").write_text('{"positive": "p.wav", "negative": "n.wav", "prefix": "gone.wav"}\n')
     with pytest.raises(SlammingError, match="bad.jsonl line 1 names .*gone.wav, which does not exist"):
         load_benchmarks({"kind": "manifest", "path": str(tmp_path / "bad.jsonl")})

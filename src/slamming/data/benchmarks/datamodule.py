@@ -3,7 +3,10 @@ pairs per benchmark.
 
 The loaders read and resample the audio (in worker processes when ``num_workers`` > 0); the
 LightningModule (:class:`~slamming.tasks.evaluate.PairEvaluation`) tokenises it with the model's
-own tokeniser and scores it, so these modules need to know nothing about the model. Neither builds
+own tokeniser and scores it, so these modules need to know nothing about the model. Each waveform
+comes with its key, a digest of its file's bytes and the rate (:func:`~slamming.speech.audio.audio_key`);
+a file whose key is in ``known_audio`` (set by the LightningModule: its units are cached) is read
+but not decoded. Neither builds
 anything when it is made: the published benchmarks are only listed then, and the embedded ones are
 spoken in ``prepare_data``, after the model (and its tokeniser) has been checked.
 """
@@ -22,44 +25,56 @@ from torch.utils.data import DataLoader, Dataset
 from slamming.data.benchmarks.readers import Pair, PairBenchmark, load_benchmarks
 from slamming.errors import ConfigError, SlammingError
 from slamming.hashing import settings_key
-from slamming.speech.audio import read_audio
+from slamming.speech.audio import audio_key, decode_audio_bytes, read_audio_file
 
 log = logging.getLogger(__name__)
 
 
+#: The audio of a pair: its two sides and the optional shared beginning.
+SIDES = ("positive", "negative", "prefix")
+
+
 class PairAudioDataset(Dataset):
-    """The pairs of one benchmark as waveforms: ``{"index", "positive", "negative", "prefix"}``.
+    """The pairs of one benchmark as waveforms: ``{"index", "positive", "negative", "prefix",
+    "keys"}``, ``keys`` the :func:`~slamming.speech.audio.audio_key` of each side's file.
 
     Args:
         pairs: The pairs.
         sample_rate: Rate every waveform is resampled to (the tokeniser's).
+        known: Keys of audio not to decode: such a side is None (its key still given).
     """
 
-    def __init__(self, pairs: Sequence[Pair], sample_rate: int = 16000) -> None:
+    def __init__(
+        self, pairs: Sequence[Pair], sample_rate: int = 16000, known: frozenset[str] = frozenset()
+    ) -> None:
         self.pairs = list(pairs)
         self.sample_rate = int(sample_rate)
+        self.known = known
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         pair = self.pairs[index]
-        return {
-            "index": index,
-            "positive": read_audio(pair.positive, self.sample_rate),
-            "negative": read_audio(pair.negative, self.sample_rate),
-            "prefix": None if pair.prefix is None else read_audio(pair.prefix, self.sample_rate),
-        }
+        item: dict[str, Any] = {"index": index, "keys": {}}
+        for side in SIDES:
+            path = getattr(pair, side)
+            if path is None:
+                item[side] = item["keys"][side] = None
+                continue
+            data = read_audio_file(path)
+            key = item["keys"][side] = audio_key(data, self.sample_rate)
+            item[side] = None if key in self.known else decode_audio_bytes(data, self.sample_rate, str(path))
+        return item
 
 
 def collate_pairs(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Keep waveforms as lists: each is tokenised alone, so they are never padded together.
-    ``prefix`` holds each pair's shared beginning, or None."""
+    ``prefix`` holds each pair's shared beginning, or None; ``keys[side]`` each side's key."""
     return {
         "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
-        "positive": [item["positive"] for item in items],
-        "negative": [item["negative"] for item in items],
-        "prefix": [item.get("prefix") for item in items],
+        **{side: [item.get(side) for item in items] for side in SIDES},
+        "keys": {side: [item["keys"].get(side) for item in items] for side in SIDES},
     }
 
 
@@ -88,6 +103,8 @@ class _PairDataModule(pl.LightningDataModule):
         self.max_pairs = max_pairs
         #: The benchmarks, in the order of the test dataloaders (None until they are read).
         self.benchmarks: list[PairBenchmark] | None = None
+        #: Keys of audio whose units the LightningModule has: the loaders do not decode it.
+        self.known_audio: frozenset[str] = frozenset()
 
     def _read(self, specs: Sequence[dict[str, Any]]) -> list[PairBenchmark]:
         """Read ``specs`` into benchmarks, each cut to ``max_pairs``, and log what each holds."""
@@ -127,7 +144,7 @@ class _PairDataModule(pl.LightningDataModule):
             raise RuntimeError("the benchmarks are read by setup(); the trainer calls it before testing")
         return [
             DataLoader(
-                PairAudioDataset(bench.pairs, self.sample_rate),
+                PairAudioDataset(bench.pairs, self.sample_rate, self.known_audio),
                 batch_size=self.batch_size,
                 shuffle=False,
                 num_workers=self.num_workers,
