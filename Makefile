@@ -12,7 +12,7 @@ setup:
 STAGE := bash scripts/stage.sh
 demo:
 	@mkdir -p runs && rm -f runs/demo-stages.tsv
-	@$(STAGE) setup bash scripts/setup.sh
+	@$(STAGE) setup bash scripts/setup.sh --runtime
 	$(STAGE) pretraining $(BIN)/slamming fit --config configs/tiny/pretrain.yaml
 	$(STAGE) dpo $(BIN)/slamming fit --config configs/tiny/dpo.yaml
 	$(STAGE) "evaluation (pretrained)" $(BIN)/slamming test --config configs/tiny/eval.yaml
