@@ -3,12 +3,13 @@ pairs per benchmark.
 
 The loaders read and resample the audio (in worker processes when ``num_workers`` > 0); the
 LightningModule (:class:`~slamming.tasks.evaluate.PairEvaluation`) tokenises it with the model's
-own tokeniser and scores it, so these modules need to know nothing about the model. Each waveform
-comes with its key, a digest of its file's bytes and the rate (:func:`~slamming.speech.audio.audio_key`);
-a file whose key is in ``known_audio`` (set by the LightningModule: its units are cached) is read
-but not decoded. Neither builds
+own tokeniser and scores it, so these modules need to know nothing about the model. Neither builds
 anything when it is made: the published benchmarks are only listed then, and the embedded ones are
 spoken in ``prepare_data``, after the model (and its tokeniser) has been checked.
+
+Each waveform comes with its key, a digest of its file's bytes and the rate
+(:func:`~slamming.speech.audio.audio_key`); a file whose key is in ``known_audio`` (set by the
+LightningModule: it has the file's units cached) is read but not decoded, and its side is None.
 """
 
 from __future__ import annotations
