@@ -215,8 +215,6 @@ class PairEvaluation(pl.LightningModule):
         # Loaded here, not in __init__, so that HuBERT lands on the device the trainer chose.
         self.tokenizer = load_tokenizer(self.tokenizer_dir, device=self.device)
         check_identity(self.tokenizer_identity, self.tokenizer.identity, f"tokeniser {self.tokenizer_dir}")
-        if self.units is None:  # setup() makes it; a trainer that skipped it still scores
-            self.units = UnitsCache(self.hparams.units_cache, self.tokenizer.identity)
         self._scores = [np.full((len(b.pairs), 2), np.nan) for b in self.benchmarks]
         self._cut = [0] * len(self.benchmarks)
         # Scores by document: a side whose units another side already had (the two cloze benchmarks'
@@ -231,13 +229,12 @@ class PairEvaluation(pl.LightningModule):
         prefix_keys = keys.get("prefix") or [None] * n
         shared = [i for i in range(n) if prefixes[i] is not None or prefix_keys[i] is not None]
         waves = [*batch["positive"], *batch["negative"], *(prefixes[i] for i in shared)]
-        assert self.units is not None  # made in setup / on_test_start
-        if keys:
-            side_keys = [*keys["positive"], *keys["negative"], *(prefix_keys[i] for i in shared)]
-            units = self.units.encode(waves, self.tokenizer.encode_batch, keys=side_keys)
-            self._undecoded += sum(wav is None for wav in waves)
-        else:
-            units = self.units.encode(waves, self.tokenizer.encode_batch)
+        assert self.units is not None  # made in setup()
+        side_keys = (
+            [*keys["positive"], *keys["negative"], *(prefix_keys[i] for i in shared)] if keys else None
+        )
+        units = self.units.encode(waves, self.tokenizer.encode_batch, keys=side_keys)
+        self._undecoded += sum(wav is None for wav in waves)
         dedup = bool(self.tokenizer.identity.get("dedup", True))
         for j, i in enumerate(shared):
             head = units[2 * n + j]
