@@ -17,7 +17,7 @@ EXPECTED_COMMANDS = {
     "test": "score a model on a config's test data (the benchmarks: configs/eval.yaml)",
     "predict": "run a config's model on its data (audio to units, prompts to continuations)",
     "corpus": "inspect, verify, import and export unit corpora (the authors' .jsonl files)",
-    "tokenizer": "make a unit tokeniser for `slamming predict` (configs/tiny/tokenize.yaml)",
+    "tokenizer": "make a unit tokeniser: k-means on speech, a community one, or the phone recogniser (data.phone_tokenizer)",
     "export": "export a Lightning checkpoint as a Hugging Face model folder",
 }
 
@@ -68,7 +68,11 @@ def test_top_level_help_does_not_import_lightning() -> None:
         (["corpus", "export-tokens"], ["DIR", "DST", "--overwrite", "tokens.jsonl"]),
         (["corpus", "export-features"], ["DIR", "DST", "--overwrite", "features.jsonl"]),
         (["corpus", "import-tokens"], ["SRC", "DST", "--num-units", "--tokenizer", "--overwrite"]),
-        (["tokenizer"], ["fit", "from-kmeans"]),
+        (["tokenizer"], ["fit", "from-kmeans", "train-phone"]),
+        (
+            ["tokenizer", "train-phone"],
+            ["--out", "--stories", "--steps", "--merges", "--k", "--voices", "--overwrite"],
+        ),
         (["tokenizer", "fit"], ["--kind", "--audio", "--k", "--out", "--max-files", "--overwrite"]),
         (["tokenizer", "from-kmeans"], ["--model", "--kmeans", "--trust-pickle", "--out", "--overwrite"]),
         (["export"], ["CHECKPOINT", "OUT_DIR", "--overwrite"]),

@@ -38,7 +38,7 @@ from slamming.errors import SlammingError
 #: The tool commands and their one-line descriptions (``slamming --help`` lists them too).
 TOOLS: dict[str, str] = {
     "corpus": "inspect, verify, import and export unit corpora (the authors' .jsonl files)",
-    "tokenizer": "make a unit tokeniser for `slamming predict` (configs/tiny/tokenize.yaml)",
+    "tokenizer": "make a unit tokeniser: k-means on speech, a community one, or the phone recogniser (data.phone_tokenizer)",
     "export": "export a Lightning checkpoint as a Hugging Face model folder",
 }
 
@@ -159,6 +159,29 @@ def _tokenizer_parser(tok: argparse.ArgumentParser) -> None:
         help="kind mfcc: MFCC statistics and segment threshold of the fitting audio (default) or of each utterance",
     )
     _overwrite(p, "a tokeniser saved in --out")
+    p = _add(
+        tsub,
+        "train-phone",
+        "train a CTC phone recogniser on generated stories spoken by espeak-ng and save it as a phone tokeniser",
+    )
+    p.add_argument("--out", required=True, help="folder to save the tokeniser (and training.json) to")
+    p.add_argument(
+        "--stories", type=int, default=300, help="generated training stories it learns from (default 300)"
+    )
+    p.add_argument("--story-seed", type=int, default=0, help="seed of the story generator (default 0)")
+    p.add_argument("--steps", type=int, default=500, help="training steps (default 500)")
+    p.add_argument("--merges", type=int, default=300, help="byte-pair merges of the phonemes (default 300)")
+    p.add_argument(
+        "--k", type=int, default=400, help="number of units: phonemes + merges + spare (default 400)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and voice plan")
+    p.add_argument(
+        "--voices",
+        nargs="+",
+        help="espeak-ng voices it hears (default: the demo's four and the 21 recogniser variants)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="parallel speech processes (default 2)")
+    _overwrite(p, "a tokeniser saved in --out")
     p = _add(tsub, "from-kmeans", "a HuBERT tokeniser from a community k-means file (…_km500.bin)")
     p.add_argument("--model", required=True, help="HuBERT folder or hub id, e.g. a local mhubert-base-25hz")
     p.add_argument("--kmeans", required=True, help="a .safetensors centroid file or a joblib/sklearn pickle")
@@ -246,7 +269,20 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
 def _run_tokenizer(args: argparse.Namespace) -> None:
     from slamming.data.audio.tokenizer_fit import fit_tokenizer, tokenizer_from_kmeans
 
-    if args.action == "fit":
+    if args.action == "train-phone":
+        from slamming.data.pretrain.tokenizer_fit import TRAINING_RECORD, train_story_phone_tokenizer
+
+        record = train_story_phone_tokenizer(
+            args.out, stories=args.stories, story_seed=args.story_seed, steps=args.steps,
+            merges=args.merges, k=args.k, seed=args.seed, voices=args.voices, workers=args.workers,
+            overwrite=args.overwrite,
+        )  # fmt: skip
+        print(
+            f"saved to {args.out} (and {TRAINING_RECORD}): {json.dumps(record['identity'])}; "
+            f"CTC loss {record['training']['first_loss']} -> {record['training']['final_loss']} "
+            f"in {record['training']['steps']} steps, {record['training']['seconds']:.0f} s"
+        )
+    elif args.action == "fit":
         result = fit_tokenizer(
             args.kind, args.audio, args.out, args.k, model=args.model, layer=args.layer,
             max_files=args.max_files, max_vectors=args.max_vectors, seed=args.seed, device=args.device,

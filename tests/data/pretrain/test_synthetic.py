@@ -12,9 +12,11 @@ import yaml
 from slamming.cli import main
 from slamming.data.corpus.format import UnitCorpus
 from slamming.data.pretrain.synthetic import SyntheticSpeechDataModule
+from slamming.data.pretrain.tokenizer_fit import train_story_phone_tokenizer
 from slamming.data.text.reader import split_texts, text_id
 from slamming.data.text.stories import StoryGenerator
-from slamming.errors import SlammingError
+from slamming.errors import ConfigError, SlammingError
+from slamming.speech.tokenizers.phone import BUNDLED_PHONE_TOKENIZER, PhoneTokenizer
 from slamming.speech.tts import DEFAULT_VOICES, RECOGNISER_VARIANTS
 from tests.conftest import speech_fit_config
 
@@ -226,6 +228,86 @@ def test_phone_tokenizer_build_trains_a_recogniser_and_writes_phone_units(tmp_pa
     assert len(train) == 24 - skipped == done["train_documents"] and skipped < 24
     model = json.loads((tmp_path / "runs" / "syn" / "version_0" / "hf_model" / "config.json").read_text())
     assert model["vocab_size"] == 82
+
+
+def test_bundled_phone_tokenizer_builds_a_corpus_without_training_a_recogniser(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``phone_tokenizer: bundled`` (the demo's) through the real CLI: the shipped recogniser
+    tokenises the corpus as it is (no training), its identity keys the cache and marks the corpora,
+    and it hears every story."""
+    bundled = PhoneTokenizer.load(BUNDLED_PHONE_TOKENIZER)
+    cfg = _config(tmp_path, max_steps=2, tokenizer="phone", phone_tokenizer="bundled", num_units=400)
+    with caplog.at_level("INFO"):
+        main(["fit", "--config", str(cfg)])
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("training the phone tokeniser" in m for m in messages)
+    assert any(
+        f"phone tokeniser from {BUNDLED_PHONE_TOKENIZER}" in m and "not trained here" in m for m in messages
+    )
+    [build] = list((tmp_path / "cache").glob("stories-*"))
+    done = json.loads((build / "done.json").read_text())
+    assert done["phone_tokenizer"] == str(BUNDLED_PHONE_TOKENIZER) and "phone_training" not in done
+    settings = done["settings"]
+    assert settings["phone_tokenizer"] == bundled.identity
+    assert not {"phone_steps", "phone_voices", "phone_seed", "fit_stories"} & set(settings)
+    copied = PhoneTokenizer.load(build / "tokenizer")
+    assert copied.identity == bundled.identity and copied.merges == bundled.merges
+    train = UnitCorpus(build / "train")
+    assert train.tokenizer == bundled.identity and train.num_units == 400
+    assert len(train) == 24 == done["train_documents"]  # a trained recogniser hears every story
+    model = json.loads((tmp_path / "runs" / "syn" / "version_0" / "hf_model" / "config.json").read_text())
+    assert model["vocab_size"] == 402
+
+
+def test_a_given_phone_tokenizer_keys_the_cache_by_its_identity_not_its_path(tmp_path: Path) -> None:
+    made = train_story_phone_tokenizer(
+        tmp_path / "a", stories=1, steps=1, merges=3, k=60, voices=["en-us"], progress=False
+    )
+    assert made["settings"] == {
+        "stories": 1, "story_seed": 0, "steps": 1, "merges": 3, "k": 60, "seed": 0, "voices": ["en-us"]
+    }  # fmt: skip
+    record = json.loads((tmp_path / "a" / "training.json").read_text())
+    assert record["identity"] == PhoneTokenizer.load(tmp_path / "a").identity == made["identity"]
+    assert (
+        record["command"].startswith("slamming tokenizer train-phone --out ")
+        and record["training"]["steps"] == 1
+    )
+    with pytest.raises(SlammingError, match="already holds a tokeniser; pass --overwrite"):
+        train_story_phone_tokenizer(
+            tmp_path / "a", stories=1, steps=1, k=60, voices=["en-us"], progress=False
+        )
+    (tmp_path / "b").mkdir()
+    for name in ("tokenizer.json", "recognizer.safetensors"):
+        (tmp_path / "b" / name).write_bytes((tmp_path / "a" / name).read_bytes())
+    args: dict[str, Any] = {"cache_dir": str(tmp_path / "cache"), "tokenizer": "phone", "num_units": 60}
+    a = SyntheticSpeechDataModule(phone_tokenizer=str(tmp_path / "a"), **args)
+    b = SyntheticSpeechDataModule(phone_tokenizer=str(tmp_path / "b"), phone_merges=3, **args)
+    assert a.build_dir == b.build_dir and a.settings["phone_tokenizer"] == made["identity"]
+    assert a.build_dir != SyntheticSpeechDataModule(**args).build_dir  # trained in the build: another key
+    bundled = SyntheticSpeechDataModule(phone_tokenizer="bundled", **{**args, "num_units": 400})
+    assert bundled.settings["phone_tokenizer"] == PhoneTokenizer.load(BUNDLED_PHONE_TOKENIZER).identity
+
+
+@pytest.mark.parametrize(
+    ("given", "match"),
+    [
+        (
+            {"phone_tokenizer": "{tmp}/nowhere"},
+            r"nowhere holds no tokenizer.json; give the folder of a tokeniser",
+        ),
+        ({"phone_tokenizer": "bundled", "num_units": 300}, r"set data.num_units: 400"),
+        ({"phone_tokenizer": "bundled", "num_units": 400, "phone_merges": 100}, r"has 300 merges; drop"),
+        ({"phone_tokenizer": "bundled", "tokenizer": "mfcc"}, r"set tokenizer: phone"),
+    ],
+)
+def test_a_given_phone_tokenizer_that_cannot_serve_is_one_clear_error(
+    tmp_path: Path, given: dict[str, Any], match: str
+) -> None:
+    args: dict[str, Any] = {"tokenizer": "phone", "num_units": 400, **given}
+    args["phone_tokenizer"] = args["phone_tokenizer"].format(tmp=tmp_path)
+    with pytest.raises(ConfigError, match=match):
+        SyntheticSpeechDataModule(cache_dir=str(tmp_path), **args)
 
 
 def test_phone_voices_choose_the_recognisers_voices_and_key_the_cache(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from slamming.atomic import atomic_build
 from slamming.data.corpus.writer import CorpusWriter
 from slamming.data.pretrain.datamodule import UnitDataModule
-from slamming.data.pretrain.tokenizer_fit import fit_mfcc_tokenizer, fit_phone_tokenizer
+from slamming.data.pretrain.tokenizer_fit import fit_mfcc_tokenizer, fit_phone_tokenizer, phone_build_settings
 from slamming.data.text.reader import TextCorpus, TextFormat, read_texts, split_texts, text_id
 from slamming.data.text.stories import StoryGenerator
 from slamming.errors import ConfigError, SlammingError
@@ -34,9 +34,9 @@ from slamming.hashing import settings_key
 from slamming.locks import build_lock
 from slamming.speech.speak import speak_groups
 from slamming.speech.tokenizers import NORMALIZATIONS, UnitTokenizer
+from slamming.speech.tokenizers.phone import PhoneTokenizer
 from slamming.speech.tts import (
     DEFAULT_VOICES,
-    RECOGNISER_VARIANTS,
     EspeakEngine,
     SpeechJob,
     TTSEngine,
@@ -80,6 +80,10 @@ class SyntheticSpeechDataModule(UnitDataModule):
             ``num_units`` must hold them and the 65-70 phonemes). 0: one unit per phoneme.
         phone_voices: the voices the recogniser learns from (``tokenizer: phone``); ``None``: the
             corpus's voices and :data:`~slamming.speech.tts.RECOGNISER_VARIANTS`.
+        phone_tokenizer: a saved phone tokeniser to use rather than train one: its folder, or
+            ``"bundled"``, the demo's, which ships with slamming (``slamming tokenizer train-phone``
+            made it; see :func:`~slamming.data.pretrain.tokenizer_fit.phone_build_settings`).
+            ``None``: the build trains the recogniser (about 3 minutes).
         num_units: K, the number of units (the model's vocabulary is K + 2): the k-means size, or
             with ``tokenizer: phone`` a bound on the phonemes (spare ids stay unused).
         frame_rate: frame rate of the MFCC units when ``segment`` is off.
@@ -125,6 +129,7 @@ class SyntheticSpeechDataModule(UnitDataModule):
         phone_steps: int = 500,
         phone_merges: int = 0,
         phone_voices: list[str] | None = None,
+        phone_tokenizer: str | None = None,
         num_units: int = 100,
         frame_rate: int = 25,
         segment: bool = True,
@@ -145,6 +150,7 @@ class SyntheticSpeechDataModule(UnitDataModule):
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.text_corpus: TextCorpus | None = None
+        self._given: tuple[PhoneTokenizer, Path] | None = None  # data.phone_tokenizer, opened
         if text_files:
             self.text_corpus = read_texts(list(text_files), format=text_format, field=text_field)
             self._train_texts, self._val_texts = split_texts(
@@ -212,23 +218,12 @@ class SyntheticSpeechDataModule(UnitDataModule):
                 raise ConfigError(
                     "data.tokenizer phone learns from espeak-ng phonemes; set data.engine: espeak"
                 )
-            if int(phone_steps) < 1:
-                raise ConfigError(f"data.phone_steps must be >= 1, got {phone_steps}")
-            if not 0 <= int(phone_merges) < int(num_units):
-                raise ConfigError(f"data.phone_merges must be in [0, data.num_units), got {phone_merges}")
-            # A phone build has no k-means or MFCC settings; the keys of MFCC builds stay as they were.
-            for name in ("frame_rate", "segment", "kmeans_seed"):
-                del self.settings[name]
-            phone_voices = list(
-                dict.fromkeys(phone_voices or [*self.settings["voices"], *RECOGNISER_VARIANTS])
-            )
-            self.settings.update(
-                tokenizer="phone",
-                phone_steps=int(phone_steps),
-                phone_seed=int(kmeans_seed),
-                phone_voices=phone_voices,
-                **({"phone_merges": int(phone_merges)} if int(phone_merges) else {}),  # else the old key
-            )
+            self._given = phone_build_settings(
+                self.settings, steps=phone_steps, merges=phone_merges, voices=phone_voices,
+                given=phone_tokenizer, seed=kmeans_seed,
+            )  # fmt: skip
+        elif phone_tokenizer is not None:
+            raise ConfigError("data.phone_tokenizer needs data.tokenizer: phone; set tokenizer: phone")
         elif tokenizer != "mfcc":
             raise ConfigError(f"data.tokenizer must be 'mfcc' or 'phone', got {tokenizer!r}")
         elif normalization not in NORMALIZATIONS:
@@ -336,10 +331,13 @@ class SyntheticSpeechDataModule(UnitDataModule):
             rank_zero_info(f"text corpus: {self.text_corpus.report.summary()}")
         engine = self.make_engine()
         train_jobs = plan_jobs(train, engine, s["tts_seed"])
-        fit_jobs = train_jobs[: s["fit_stories"]]
+        fit_jobs = train_jobs[: s.get("fit_stories", 0)]  # none with a given phone tokeniser
         tokenizer: UnitTokenizer
         fit_wavs: list[tuple[torch.Tensor, list[WordTiming] | None]] = []
-        if isinstance(engine, EspeakEngine) and s.get("tokenizer") == "phone":
+        if self._given is not None:
+            tokenizer, summary["phone_tokenizer"] = self._given[0], str(self._given[1])
+            rank_zero_info(f"phone tokeniser from {self._given[1]} (K = {tokenizer.k}; not trained here)")
+        elif isinstance(engine, EspeakEngine) and s.get("tokenizer") == "phone":
             tokenizer, summary["phone_training"] = fit_phone_tokenizer(
                 engine, [job.text for job in fit_jobs], voices=s["phone_voices"], k=s["num_units"],
                 steps=s["phone_steps"], merges=s.get("phone_merges", 0), seed=s["phone_seed"],

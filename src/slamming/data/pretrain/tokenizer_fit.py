@@ -10,28 +10,62 @@ voices the recogniser never heard. The labels are espeak-ng's phonemes of each s
 voice's language. Those sentences train the recogniser only; the corpus speaks its texts anew.
 With ``merges``, the same labels (as unit strings) teach the tokeniser its byte-pair merges
 (:mod:`slamming.speech.tokenizers.merges`): no extra audio is spoken or tokenised for them.
+
+:func:`train_story_phone_tokenizer` (``slamming tokenizer train-phone``) does the same on the
+generated stories alone and saves the result with a record of how it was made: that is how the
+phone tokeniser that ships with slamming (``data.phone_tokenizer: bundled``) was trained.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
+import platform
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from slamming.errors import ConfigError
+from slamming.atomic import write_text_atomic
+from slamming.data.text.stories import StoryGenerator
+from slamming.errors import ConfigError, SlammingError
 from slamming.speech.phonemes import espeak_phonemes
 from slamming.speech.speak import speak_groups
 from slamming.speech.tokenizers import MFCCTokenizer
+from slamming.speech.tokenizers.base import CONFIG_FILE
 from slamming.speech.tokenizers.merges import learn_merges
-from slamming.speech.tokenizers.phone import PhoneTokenizer
+from slamming.speech.tokenizers.phone import PhoneTokenizer, phone_tokenizer_dir
 from slamming.speech.tokenizers.phone_train import train_phone_tokenizer
-from slamming.speech.tts import EspeakEngine, SpeechJob, TTSEngine, WordTiming, plan_jobs, synthesize_many
+from slamming.speech.tts import (
+    DEFAULT_VOICES,
+    RECOGNISER_VARIANTS,
+    EspeakEngine,
+    SpeechJob,
+    TTSEngine,
+    WordTiming,
+    plan_jobs,
+    synthesize_many,
+)
 
-__all__ = ["PHONE_PITCH_RANGE", "PHONE_RATE_RANGE", "fit_mfcc_tokenizer", "fit_phone_tokenizer", "sentences"]
+__all__ = [
+    "PHONE_PITCH_RANGE",
+    "PHONE_RATE_RANGE",
+    "TRAINING_RECORD",
+    "fit_mfcc_tokenizer",
+    "fit_phone_tokenizer",
+    "phone_build_settings",
+    "sentences",
+    "train_story_phone_tokenizer",
+]
+
+#: The file beside a tokeniser saved by :func:`train_story_phone_tokenizer` that says how it was made.
+TRAINING_RECORD = "training.json"
 
 #: Speaking rates (words per minute) and pitches (0-99) of the phone recogniser's training sentences:
 #: wider than the corpus's, so the recogniser hears more ways of saying a phoneme.
@@ -70,6 +104,63 @@ def fit_mfcc_tokenizer(
     )
     tokenizer.fit([wav for wav, _ in spoken], seed=settings["kmeans_seed"])
     return tokenizer, spoken
+
+
+def phone_build_settings(
+    settings: dict[str, Any],
+    *,
+    steps: int,
+    merges: int,
+    voices: Sequence[str] | None,
+    given: str | None,
+    seed: int,
+) -> tuple[PhoneTokenizer, Path] | None:
+    """Make a synthetic build's ``settings`` (its cache key) those of a ``tokenizer: phone`` build, in place.
+
+    A phone build has no k-means or MFCC settings. With ``given`` (``data.phone_tokenizer``: a folder
+    or ``"bundled"``) the tokeniser is opened now and its identity keys the build instead of the
+    recogniser's training settings; otherwise those settings do (``phone_voices`` by default the
+    corpus's voices and :data:`~slamming.speech.tts.RECOGNISER_VARIANTS`).
+
+    Returns:
+        The given tokeniser and its folder, or None when the build trains one.
+
+    Raises:
+        ConfigError: ``steps`` < 1, ``merges`` outside ``[0, num_units)``, or a given tokeniser
+            that is missing, whose K is not ``num_units`` or whose merges are not ``merges`` (or 0).
+        SlammingError: a given tokeniser's files are malformed.
+    """
+    num_units = settings["num_units"]
+    if int(steps) < 1:
+        raise ConfigError(f"data.phone_steps must be >= 1, got {steps}")
+    if not 0 <= int(merges) < num_units:
+        raise ConfigError(f"data.phone_merges must be in [0, data.num_units), got {merges}")
+    for name in ("frame_rate", "segment", "kmeans_seed"):  # MFCC builds' keys stay as they were
+        del settings[name]
+    if given is None:
+        settings.update(
+            tokenizer="phone",
+            phone_steps=int(steps),
+            phone_seed=int(seed),
+            phone_voices=list(dict.fromkeys(voices or [*settings["voices"], *RECOGNISER_VARIANTS])),
+            **({"phone_merges": int(merges)} if int(merges) else {}),  # else the old key
+        )
+        return None
+    path = phone_tokenizer_dir(given)
+    tokenizer = PhoneTokenizer.load(path)
+    if tokenizer.k != num_units:
+        raise ConfigError(
+            f"data.num_units is {num_units} but the phone tokeniser in {path} has K = {tokenizer.k}; "
+            f"set data.num_units: {tokenizer.k}"
+        )
+    if int(merges) not in (0, len(tokenizer.merges)):
+        raise ConfigError(
+            f"data.phone_merges is {merges} but the phone tokeniser in {path} has "
+            f"{len(tokenizer.merges)} merges; drop data.phone_merges (a given tokeniser brings its own)"
+        )
+    del settings["fit_stories"]  # it trains nothing here
+    settings.update(tokenizer="phone", phone_tokenizer=tokenizer.identity)
+    return tokenizer, path
 
 
 def fit_phone_tokenizer(
@@ -135,3 +226,101 @@ def fit_phone_tokenizer(
         f"{summary.final_loss:.3f} in {summary.steps} steps ({report['seconds']:.0f} s in all)"
     )
     return tokenizer, report
+
+
+def train_story_phone_tokenizer(
+    out: str | Path,
+    *,
+    stories: int = 300,
+    story_seed: int = 0,
+    steps: int = 500,
+    merges: int = 300,
+    k: int = 400,
+    seed: int = 0,
+    voices: Sequence[str] | None = None,
+    workers: int = 2,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Train a phone tokeniser on the first ``stories`` generated training stories and save it in ``out``.
+
+    The same as a ``tokenizer: phone`` build of :class:`~slamming.data.pretrain.synthetic.SyntheticSpeechDataModule`
+    with ``num_train_stories`` >= ``stories`` (its ``fit_stories``), ``story_seed``, ``phone_steps``
+    = ``steps``, ``phone_merges`` = ``merges``, ``num_units`` = ``k``, ``kmeans_seed`` = ``seed`` and
+    ``phone_voices`` = ``voices`` (default: the corpus's four voices and
+    :data:`~slamming.speech.tts.RECOGNISER_VARIANTS`): the stories are spoken sentence by sentence
+    and the recogniser trained by :func:`fit_phone_tokenizer`. Besides the tokeniser, ``out`` gets
+    :data:`TRAINING_RECORD`: these settings, the command that repeats them, the training summary
+    and the versions of slamming, torch and espeak-ng it ran with.
+
+    Returns:
+        The record written to :data:`TRAINING_RECORD`.
+
+    Raises:
+        SlammingError: ``out`` already holds a tokeniser and ``overwrite`` is False (said before
+            any training).
+        ConfigError: ``stories`` < 1, or ``k`` too small for the phonemes and merges.
+    """
+    out = Path(out)
+    if (out / CONFIG_FILE).exists() and not overwrite:
+        raise SlammingError(f"{out} already holds a tokeniser; pass --overwrite to replace it")
+    if stories < 1:
+        raise ConfigError(f"stories must be >= 1, got {stories}")
+    chosen = list(dict.fromkeys(voices or [*DEFAULT_VOICES, *RECOGNISER_VARIANTS]))
+    texts = [story.text for story in StoryGenerator(story_seed).stories(stories, "train")]
+    engine = EspeakEngine(voices=DEFAULT_VOICES)
+    tokenizer, report = fit_phone_tokenizer(
+        engine, texts, voices=chosen, k=k, steps=steps, seed=seed, workers=workers,
+        progress=progress, merges=merges,
+    )  # fmt: skip
+    tokenizer.save(out, overwrite=overwrite)
+    settings = {
+        "stories": stories,
+        "story_seed": story_seed,
+        "steps": steps,
+        "merges": merges,
+        "k": k,
+        "seed": seed,
+        "voices": chosen,
+    }
+    command = (
+        f"slamming tokenizer train-phone --out {out} --stories {stories} --story-seed {story_seed} "
+        f"--steps {steps} --merges {merges} --k {k} --seed {seed}"
+    )
+    if voices:
+        command += " --voices " + " ".join(chosen)
+    record = {
+        "settings": settings,
+        "command": command,
+        "training": report,
+        "identity": tokenizer.identity,
+        "versions": _versions(engine.program),
+        "made": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    write_text_atomic(out / TRAINING_RECORD, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _versions(program: str) -> dict[str, str | None]:
+    """slamming's, torch's and Python's versions, the CPU's instruction set and espeak-ng's ``--version`` line."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        slamming_version: str | None = version("slamming")
+    except PackageNotFoundError:
+        slamming_version = None
+    espeak = None
+    executable = shutil.which(program)
+    if executable:
+        try:
+            done = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=10)
+            espeak = done.stdout.strip() or None
+        except (OSError, subprocess.TimeoutExpired):
+            espeak = None
+    return {
+        "slamming": slamming_version,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": torch.backends.cpu.get_cpu_capability(),
+        "espeak-ng": espeak,
+    }

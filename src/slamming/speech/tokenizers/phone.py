@@ -22,6 +22,11 @@ many tokens, and a tiny LM learns more of its meaning in the same steps.
 A saved tokeniser is a folder with ``tokenizer.json`` (kind ``"phone"``, settings, identity) and
 ``recognizer.safetensors`` (the weights); :func:`~slamming.speech.tokenizers.base.load_tokenizer`
 opens it like the others.
+
+One ships with slamming (:data:`BUNDLED_PHONE_TOKENIZER`, ``data.phone_tokenizer: bundled``): the
+embedded demo's recogniser and its 300 merges (K = 400), trained once by ``slamming tokenizer
+train-phone`` with the demo's settings; its ``training.json`` holds the command, the training
+summary and the versions it ran with.
 """
 
 from __future__ import annotations
@@ -44,7 +49,17 @@ from slamming.speech.features import BASE_FRAME_RATE, MFCCFeatures
 from slamming.speech.tokenizers.base import CONFIG_FILE, check_identity, read_config, write_config
 from slamming.speech.tokenizers.merges import apply_merges, check_merges
 
-__all__ = ["PhoneRecognizer", "PhoneTokenizer", "WEIGHTS_FILE", "ctc_units"]
+__all__ = [
+    "BUNDLED_PHONE_TOKENIZER",
+    "PhoneRecognizer",
+    "PhoneTokenizer",
+    "WEIGHTS_FILE",
+    "ctc_units",
+    "phone_tokenizer_dir",
+]
+
+#: The phone tokeniser that ships with slamming (``data.phone_tokenizer: bundled``).
+BUNDLED_PHONE_TOKENIZER = Path(__file__).resolve().parents[2] / "assets" / "phone_tokenizer"
 
 WEIGHTS_FILE = "recognizer.safetensors"
 #: Rate of the recogniser's output frames (the first convolution halves the 100 Hz MFCC rate).
@@ -342,3 +357,20 @@ class PhoneTokenizer:
             payload["identity"], tokenizer.identity, f"{directory}: recorded identity vs {WEIGHTS_FILE}"
         )
         return tokenizer
+
+
+def phone_tokenizer_dir(name: str | os.PathLike[str]) -> Path:
+    """The folder of a saved phone tokeniser: ``"bundled"`` is :data:`BUNDLED_PHONE_TOKENIZER`, anything
+    else a path.
+
+    Raises:
+        ConfigError: no such folder, or one that holds no ``tokenizer.json``.
+    """
+    path = BUNDLED_PHONE_TOKENIZER if str(name) == "bundled" else Path(name)
+    if not (path / CONFIG_FILE).is_file():
+        raise ConfigError(
+            f"data.phone_tokenizer {str(name)!r}: {path} holds no {CONFIG_FILE}; give the folder of a "
+            "tokeniser saved by `slamming tokenizer train-phone`, 'bundled' for the one that ships with "
+            "slamming, or null to train one in the build"
+        )
+    return path
