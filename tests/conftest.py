@@ -172,10 +172,10 @@ def speech_fit_config(root: Path, name: str = "syn", **overrides: Any) -> Path:
 #: --no-loadscope-reorder``), so these start first and the short modules fill in around them,
 #: rather than a long one starting last and running alone at the end.
 LONG_MODULES = (
-    "tests/speech/tokenizers/test_phone_consistency.py",  # ~410: trains a phone recogniser
     "tests/callbacks/test_budget_ledger.py",  # ~230: killed and resumed fits, two-process DDP
     "tests/test_bench.py",  # ~190: the quick benchmarks as subprocesses
     "tests/callbacks/test_benchmark_eval_ddp.py",  # ~105: two-process DDP
+    "tests/speech/tokenizers/test_phone_consistency.py",  # ~100: speaks 272 stories, fits MFCC k-means
     "tests/tasks/test_dpo.py",  # ~100
     "tests/tasks/test_extract.py",  # ~85
     "tests/data/test_cache_locks.py",  # ~70: two processes building one cache
