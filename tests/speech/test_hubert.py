@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 from pathlib import Path
 
 import pytest
@@ -9,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from transformers import HubertConfig, HubertModel
 
+import slamming.speech.hubert as hubert_module
 from slamming.errors import AudioError, SlammingError
-from slamming.speech.hubert import EDGE_PADDING, HubertFeatures, conv_output_length
+from slamming.speech.hubert import EDGE_PADDING, HubertFeatures, _positional_conv_error, conv_output_length
 
 LAYERS = 4
 
@@ -158,3 +161,45 @@ def test_bfloat16_runs_close_to_float32(tmp_path: Path) -> None:
     (half,) = HubertFeatures(model_dir, layer=2, dtype="bfloat16")([wav])
     assert half.dtype == torch.float32 and half.shape == full.shape
     assert 0 < (half - full).abs().max().item() < 0.25
+
+
+class _Doubled(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return 2 * self.inner(hidden)
+
+
+def test_positional_conv_error_measures_the_working_dtype_against_float32(tmp_path: Path) -> None:
+    positional = HubertModel.from_pretrained(tiny_hubert(tmp_path)).encoder.pos_conv_embed.eval()
+    assert _positional_conv_error(positional, positional, 48, torch.device("cpu")) == 0.0
+    doubled = _Doubled(copy.deepcopy(positional))  # off by exactly its own size
+    error = _positional_conv_error(doubled, positional, 48, torch.device("cpu"))
+    assert error == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_faulty_bfloat16_positional_conv_runs_in_float32(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where the probe finds the bf16 convolution off (forced here with a negative tolerance, as a
+    oneDNN fault does on some AVX-512-bf16/AMX CPUs), the convolution runs in float32: one warning,
+    features within bf16 rounding of float32, and a weights digest that says so."""
+    model_dir = tiny_hubert(tmp_path, stable=False)
+    wav = random_wavs(1, seed=5)[0]
+    (full,) = HubertFeatures(model_dir, layer=2)([wav])
+    monkeypatch.setattr(hubert_module, "POSITIONAL_CONV_TOLERANCE", 1e9)
+    trusted = HubertFeatures(model_dir, layer=2, dtype="bfloat16")
+    monkeypatch.setattr(hubert_module, "POSITIONAL_CONV_TOLERANCE", -1.0)
+    with caplog.at_level(logging.WARNING, logger="slamming.speech.hubert"):
+        guarded = HubertFeatures(model_dir, layer=2, dtype="bfloat16")
+    assert [r.getMessage() for r in caplog.records if "running that convolution in float32" in r.getMessage()]
+    (half,) = guarded([wav])
+    assert half.dtype == torch.float32 and half.shape == full.shape
+    assert ((half - full).norm() / full.norm()).item() < 0.03
+    assert guarded.weights_sha256 != trusted.weights_sha256
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="slamming.speech.hubert"):
+        HubertFeatures(model_dir, layer=2)  # float32: nothing to probe
+    assert not caplog.records

@@ -27,7 +27,9 @@ computing only what that layer needs and keeping batches exact:
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -45,6 +47,11 @@ EDGE_PADDING = 40
 
 SAMPLE_RATE = 16000
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+log = logging.getLogger(__name__)
+
+#: Largest relative error of the bfloat16 positional convolution against float32 on a probe that
+#: counts as bfloat16 rounding (measured ~0.3 %); above it the convolution runs in float32.
+POSITIONAL_CONV_TOLERANCE = 0.05
 
 
 def conv_output_length(samples: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
@@ -135,7 +142,24 @@ class HubertFeatures:
         self.config = config
         # Keep only the layers that feed hidden_states[layer]; the rest is never computed or stored.
         hubert.encoder.layers = hubert.encoder.layers[: self.layer]
+        exact = copy.deepcopy(hubert.encoder.pos_conv_embed) if dtype != "float32" else None
         self.model = hubert.eval().requires_grad_(False).to(device=self.device, dtype=_DTYPES[dtype])
+        self._positional = self.model.encoder.pos_conv_embed
+        self._float32_positional: torch.nn.Module | None = None
+        if exact is not None:
+            exact = exact.eval().requires_grad_(False).to(self.device)
+            error = _positional_conv_error(self._positional, exact, config.hidden_size, self.device)
+            if error > POSITIONAL_CONV_TOLERANCE:
+                log.warning(
+                    "HuBERT %s: its positional convolution in %s is off by %.0f %% from float32 on %s "
+                    "(a oneDNN fault on some AVX-512-bf16/AMX CPUs); running that convolution in float32",
+                    self.model_name,
+                    dtype,
+                    100 * error,
+                    self.device,
+                )
+                self._float32_positional = exact
+                self._positional = _in_float32(exact)
         self._stable = bool(config.do_stable_layer_norm)
         self._conv_batchable = config.feat_extract_norm == "layer"
         # A batch norm before the positional conv would turn padded zeros into non-zeros.
@@ -162,7 +186,13 @@ class HubertFeatures:
         """sha256 over the names, shapes and bytes of the parameters in use (computed once)."""
         if self._weights_sha256 is None:
             digest = hashlib.sha256()
-            for name, tensor in sorted(self.model.state_dict().items()):
+            tensors = sorted(self.model.state_dict().items())
+            if self._float32_positional is not None:  # the float32 copy is what runs
+                tensors += sorted(
+                    ("float32." + name, tensor)
+                    for name, tensor in self._float32_positional.state_dict().items()
+                )
+            for name, tensor in tensors:
                 data = tensor.detach().cpu().contiguous()
                 digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
                 digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
@@ -181,7 +211,7 @@ class HubertFeatures:
         hidden = self.model.feature_projection(features)
         if mask is not None:
             hidden = hidden.masked_fill(~mask[:, :, None], 0.0)
-        hidden = hidden + encoder.pos_conv_embed(hidden)
+        hidden = hidden + self._positional(hidden)
         if not self._stable:
             hidden = encoder.layer_norm(hidden)
         additive = None
@@ -281,3 +311,30 @@ class HubertFeatures:
             for i, features in zip(batch, self._batch([checked[i] for i in batch]), strict=True):
                 results[i] = features
         return [features for features in results if features is not None]
+
+
+def _positional_conv_error(
+    positional: torch.nn.Module, exact: torch.nn.Module, width: int, device: torch.device
+) -> float:
+    """Relative error of ``positional`` (the model's positional convolution in its working dtype)
+    against ``exact`` (the same weights in float32) on a fixed random probe ``(1, 64, width)``.
+
+    torch 2.9's oneDNN computes some bfloat16 grouped convolutions wrongly on AVX-512-bf16/AMX
+    CPUs (a 48-channel, 4-group, kernel-16 convolution off by ~75 %, while 2 groups, kernel 15 or
+    HuBERT base's 768 channels in 16 groups with kernel 128 are right; ``docs/perf-log.md``,
+    2026-12-04), so the model's own convolution is checked once where it will run."""
+    probe = torch.randn(1, 64, width, generator=torch.Generator().manual_seed(0)).to(device)
+    dtype = next(positional.parameters()).dtype
+    with torch.no_grad():
+        want = exact(probe)
+        got = positional(probe.to(dtype)).float()
+    return ((got - want).norm() / want.norm().clamp_min(1e-12)).item()
+
+
+def _in_float32(module: torch.nn.Module):
+    """``module`` (float32) applied to a tensor of any float dtype, the result in that dtype."""
+
+    def run(hidden: torch.Tensor) -> torch.Tensor:
+        return module(hidden.float()).to(hidden.dtype)
+
+    return run
