@@ -166,10 +166,10 @@ def _tokenizer_parser(tok: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, help="folder to save the tokeniser (and training.json) to")
     p.add_argument(
-        "--stories", type=int, default=300, help="generated training stories it learns from (default 300)"
+        "--stories", type=int, default=1000, help="generated training stories it learns from (default 1000)"
     )
     p.add_argument("--story-seed", type=int, default=0, help="seed of the story generator (default 0)")
-    p.add_argument("--steps", type=int, default=500, help="training steps (default 500)")
+    p.add_argument("--steps", type=int, default=4000, help="training steps (default 4000)")
     p.add_argument("--merges", type=int, default=300, help="byte-pair merges of the phonemes (default 300)")
     p.add_argument(
         "--k", type=int, default=400, help="number of units: phonemes + merges + spare (default 400)"

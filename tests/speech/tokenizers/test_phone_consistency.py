@@ -88,11 +88,19 @@ def bundled(speech: dict[str, list[torch.Tensor]]) -> dict[str, list[np.ndarray]
     return {voice: [tokenizer.spell(u) for u in units] for voice, units in _units(tokenizer, speech).items()}
 
 
+# What the bundled recogniser (1,000 stories, 4,000 steps) measured here, with ~3x headroom: its
+# predecessor (300 stories, 500 steps) measured f3 0.109, en-gb 0.200, f4 0.163 and klatt 0.314 and
+# would fail these bounds; en-gb keeps real accent differences (docs/perf-log.md, 2026-12-04 19:00).
+BUNDLED_CEILING = {"en-us+f3": 0.02, "en-us+m3": 0.02, "en-gb": 0.15, "en-us+f4": 0.04, "en-us+klatt": 0.25}
+
+
 @pytest.mark.parametrize("voice", VOICES)
 def test_bundled_phone_units_agree_across_voices_far_better_than_mfcc_units(
     bundled, mfcc, voice: str
 ) -> None:
     _check(bundled, mfcc, voice)
+    measured = unit_disagreement(bundled["en-us"], bundled[voice])
+    assert measured < BUNDLED_CEILING[voice], f"en-us vs {voice}: bundled phone units {measured:.3f}"
 
 
 @pytest.fixture(scope="module")

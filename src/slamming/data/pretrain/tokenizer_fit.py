@@ -231,9 +231,9 @@ def fit_phone_tokenizer(
 def train_story_phone_tokenizer(
     out: str | Path,
     *,
-    stories: int = 300,
+    stories: int = 1000,
     story_seed: int = 0,
-    steps: int = 500,
+    steps: int = 4000,
     merges: int = 300,
     k: int = 400,
     seed: int = 0,
