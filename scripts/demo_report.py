@@ -108,7 +108,9 @@ def report_dpo(run: Path) -> bool:
                 f"  the same per unit (mean log-likelihood, as the pair benchmarks): {per_unit[0]:.4f}  ->  "
                 f"{per_unit[end_step]:.4f}  ({100 * (per_unit[end_step] - per_unit[0]):+.1f} points)"
             )
-        loss, rewards = scalars(run, "val/loss"), scalars(run, "val/rewards/accuracy")
+        # val/loss adds the RPO term when model.rpo_alpha > 0; val/dpo_loss is DPO's own.
+        loss = scalars(run, "val/dpo_loss") or scalars(run, "val/loss")
+        rewards = scalars(run, "val/rewards/accuracy")
         if end_step in loss and end_step in rewards:
             print(
                 f"held-out DPO loss   step 0: {loss[0]:.4f}  ->  step {end_step}: {loss[end_step]:.4f};  "

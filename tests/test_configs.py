@@ -75,6 +75,7 @@ def test_paper_dpo_recipe_values() -> None:
     trainer, model, data = cfg["trainer"], cfg["model"]["init_args"], cfg["data"]["init_args"]
     assert cfg["model"]["class_path"] == "slamming.tasks.DPOAlignment"
     assert model["beta"] == 0.1 and model["lr"] == 5e-5 and model["label_smoothing"] == 0.0
+    assert model.get("rpo_alpha", 0.0) == 0.0  # plain DPO: the paper adds no NLL term
     assert data["batch_size"] == 4 and trainer["accumulate_grad_batches"] == 16
     assert data["context_length"] == 1024
     assert data["source"] == "swag" and data["max_auto_bleu"] == 0.3

@@ -25,6 +25,7 @@ from slamming.errors import SlammingError
 from slamming.models.unit_lm import UnitLMBuilder, export_hf, unit_lm_from_checkpoint
 from slamming.tasks.dpo import DPOAlignment
 from slamming.tasks.reference import ReferenceKey, compute_reference_logps, load_reference, save_reference
+from slamming.vocab import IGNORE_INDEX
 from tests.callbacks.ddp_budget_script import FakeClock
 from tests.conftest import TEST_IDENTITY, TINY_BACKBONE, fit_config, markov_documents
 
@@ -219,6 +220,7 @@ def test_dpo_fit_logs_rewards_checkpoints_exports_and_shares_the_budget(
     assert 0 in accuracy and 8 in accuracy  # the pretrained model's, and the final one
     loss0 = _scalars(run, "val/loss")[0]
     assert loss0 == pytest.approx(math.log(2), abs=1e-5)  # policy == reference before the first step
+    assert _scalars(run, "val/dpo_loss")[0] == pytest.approx(loss0, abs=1e-6)  # no RPO term by default
     assert len(list((tmp_path / "ref").glob("*-train.pt"))) == 1
     # The budget continues from the parent's consumption: plus 8 steps of STEP_S on the fake clock.
     parent = ComputeBudget.read_consumed(pretrained)
@@ -248,6 +250,7 @@ def test_dpo_fit_logs_rewards_checkpoints_exports_and_shares_the_budget(
     final = max(accuracy)
     assert f"pretrained (step 0): {accuracy[0]:.4f}" in report.stdout
     assert f"after DPO (step {final}): {accuracy[final]:.4f}" in report.stdout
+    assert "held-out DPO loss   step 0: 0.6931" in report.stdout
     assert report.stdout.count("(identical)") == 2
 
 
@@ -484,3 +487,35 @@ def test_the_policy_trains_without_the_pretrained_models_dropout_unless_asked(tm
     assert not torch.equal(kept.model(ids).logits, kept.model(ids).logits)
     with pytest.raises(SlammingError, match=r"model.dropout must be in \[0, 1\), got 1.0"):
         DPOAlignment(str(folder), num_units=K, context_length=64, dropout=1.0)
+
+
+def test_rpo_alpha_adds_the_chosen_sides_mean_negative_log_likelihood(
+    tmp_path: Path, preferences: dict
+) -> None:
+    folder = _tiny_folder(tmp_path / "m", seed=0)
+    dm = _data(preferences)
+    plain = DPOAlignment(str(folder), num_units=K, context_length=64, reference="live")
+    rpo = DPOAlignment(str(folder), num_units=K, context_length=64, reference="live", rpo_alpha=0.5)
+    with torch.no_grad():
+        for a, b in zip(plain.model.parameters(), rpo.model.parameters(), strict=True):
+            step = 0.05 * torch.randn_like(a)
+            a.add_(step)
+            b.add_(step)
+    batch = next(iter(dm.reference_loader("train", 6)))
+    with torch.no_grad():
+        x, y = plain._evaluate(batch, "train"), rpo._evaluate(batch, "train")
+        # The NLL computed here from the model's logits: mean -log p over the chosen completions' units.
+        logits = rpo.model(
+            input_ids=batch["chosen"]["input_ids"], attention_mask=batch["chosen"]["attention_mask"]
+        ).logits
+        labels = batch["chosen"]["labels"]
+        scored = labels != IGNORE_INDEX
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        nll = float(-(logp * scored).sum() / scored.sum())
+    assert nll > 0.1
+    assert float(x["nll/chosen"]) == pytest.approx(nll, rel=1e-4)
+    assert float(x["loss"]) == pytest.approx(float(x["dpo_loss"]), abs=1e-6)  # 0: the paper's DPO
+    assert float(y["dpo_loss"]) == pytest.approx(float(x["dpo_loss"]), abs=1e-5)
+    assert float(y["loss"]) == pytest.approx(float(x["dpo_loss"]) + 0.5 * nll, rel=1e-4)
+    with pytest.raises(SlammingError, match=r"model.rpo_alpha must be >= 0, got -1.0"):
+        DPOAlignment(str(folder), num_units=K, context_length=64, rpo_alpha=-1.0)

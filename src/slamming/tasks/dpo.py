@@ -72,6 +72,11 @@ class DPOAlignment(UnitLMStage):
             models have none; a model pretrained with dropout would otherwise score its chosen and
             rejected sides with random masks against a reference scored without).
         label_smoothing: Conservative-DPO smoothing ε (0: the paper's plain sigmoid loss).
+        rpo_alpha: Weight α of a negative log-likelihood term on the chosen completions, added to the
+            DPO loss (RPO, Pang et al. 2024; TRL's ``rpo_alpha``): ``loss = dpo + α · NLL``, the NLL
+            the mean over the chosen completions' units. DPO alone lowers the chosen side too (both
+            log-likelihoods fall while their gap grows); the NLL term keeps the chosen endings likely.
+            0: the paper's plain DPO.
         reference: ``precomputed`` (log-probs cached on disk, the default) or ``live``.
         reference_cache: File of the precomputed train log-probs (``.val`` is inserted before the
             suffix for the validation split); None: ``<reference_cache_dir>/<key>-<split>.pt``.
@@ -111,6 +116,7 @@ class DPOAlignment(UnitLMStage):
         beta: float = 0.1,
         dropout: float = 0.0,
         label_smoothing: float = 0.0,
+        rpo_alpha: float = 0.0,
         reference: Literal["precomputed", "live"] = "precomputed",
         reference_cache: str | None = None,
         reference_cache_dir: str = "data/reference",
@@ -139,6 +145,8 @@ class DPOAlignment(UnitLMStage):
             raise SlammingError(f"model.beta must be > 0, got {beta}")
         if not 0.0 <= dropout < 1.0:
             raise SlammingError(f"model.dropout must be in [0, 1), got {dropout}")
+        if not rpo_alpha >= 0.0:
+            raise SlammingError(f"model.rpo_alpha must be >= 0, got {rpo_alpha}")
         check_schedule(schedule, lr=lr, min_lr=min_lr)
         if warmup_steps < 0:
             raise SlammingError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
@@ -201,8 +209,12 @@ class DPOAlignment(UnitLMStage):
             pc, pr, rc, rr, beta=self.hparams.beta, label_smoothing=self.hparams.label_smoothing
         )
         mean_c, mean_r = pc.detach() / nc.clamp(min=1), pr.detach() / nr.clamp(min=1)
+        nll = -pc.sum() / nc.sum().clamp(min=1)
+        total = loss + self.hparams.rpo_alpha * nll if self.hparams.rpo_alpha else loss
         return {
-            "loss": loss,
+            "loss": total,
+            "dpo_loss": loss.detach(),
+            "nll/chosen": nll.detach(),
             "rewards/chosen": chosen_rewards.mean(),
             "rewards/rejected": rejected_rewards.mean(),
             "rewards/accuracy": (chosen_rewards > rejected_rewards).float().mean(),
@@ -332,7 +344,7 @@ class DPOAlignment(UnitLMStage):
                 rank_zero_info(
                     f"before DPO (the pretrained model): held-out preference accuracy "
                     f"{self.initial_val['pref_accuracy']:.4f} (per unit {self.initial_val['pref_accuracy_per_token']:.4f}), "
-                    f"DPO loss {self.initial_val['loss']:.4f}"
+                    f"DPO loss {self.initial_val['dpo_loss']:.4f}"
                 )
 
     def on_train_end(self) -> None:
