@@ -149,6 +149,15 @@ def _tiny_folder(path: Path, seed: int) -> Path:
     return export_hf(model, path, TEST_IDENTITY)
 
 
+def _move_both_policies(a: DPOAlignment, b: DPOAlignment) -> None:
+    """Add the same random step to two policies' weights (their references stay where they were)."""
+    with torch.no_grad():
+        for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            step = 0.05 * torch.randn_like(p)
+            p.add_(step)
+            q.add_(step)
+
+
 def _data(preferences: dict[str, Path]) -> PreferenceDataModule:
     dm = PreferenceDataModule(train=str(preferences["train"]), val=str(preferences["val"]), context_length=64)
     dm.setup("fit")
@@ -169,11 +178,7 @@ def test_precomputed_reference_loss_equals_live_reference_loss(tmp_path: Path, p
         progress=False,
     )
     # Move the policies away from the reference so the rewards are not all zero.
-    with torch.no_grad():
-        for a, b in zip(live.model.parameters(), cached.model.parameters(), strict=True):
-            step = 0.05 * torch.randn_like(a)
-            a.add_(step)
-            b.add_(step)
+    _move_both_policies(live, cached)
     batch = next(iter(dm.reference_loader("train", 6)))
     with torch.no_grad():
         x, y = live._evaluate(batch, "train"), cached._evaluate(batch, "train")
@@ -496,11 +501,7 @@ def test_rpo_alpha_adds_the_chosen_sides_mean_negative_log_likelihood(
     dm = _data(preferences)
     plain = DPOAlignment(str(folder), num_units=K, context_length=64, reference="live")
     rpo = DPOAlignment(str(folder), num_units=K, context_length=64, reference="live", rpo_alpha=0.5)
-    with torch.no_grad():
-        for a, b in zip(plain.model.parameters(), rpo.model.parameters(), strict=True):
-            step = 0.05 * torch.randn_like(a)
-            a.add_(step)
-            b.add_(step)
+    _move_both_policies(plain, rpo)
     batch = next(iter(dm.reference_loader("train", 6)))
     with torch.no_grad():
         x, y = plain._evaluate(batch, "train"), rpo._evaluate(batch, "train")
